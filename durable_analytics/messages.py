@@ -1,0 +1,426 @@
+"""Typed messages, their validation and their exact wire form.
+
+Everything a call is given is checked and turned into JSON here, before anything touches the
+disk: a message that leaves this module is one the server can accept, and a value that cannot
+be represented raises an error naming where it is, instead of being dropped on the way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import decimal
+import enum
+import json
+import math
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Dict, NamedTuple, Optional, Tuple, Union
+
+from ._version import __version__
+from .errors import FieldTypeError, MessageTooLarge, ValidationError
+
+__all__ = [
+    "Message",
+    "Identify",
+    "Track",
+    "Page",
+    "Screen",
+    "Group",
+    "Alias",
+    "Encoded",
+    "Encoder",
+    "normalize",
+    "format_timestamp",
+    "LIBRARY",
+    "DEFAULT_MAX_MESSAGE_BYTES",
+]
+
+DEFAULT_MAX_MESSAGE_BYTES = 32_000
+LIBRARY = {"name": "durable-analytics", "version": __version__}
+
+Id = Union[str, int]
+Timestamp = Union[_dt.datetime, str]
+
+
+@dataclass
+class Message:
+    """Fields every message has. Use the subclasses; keywords are the safe way to fill them."""
+
+    type: ClassVar[str] = ""
+    _required: ClassVar[Tuple[str, ...]] = ()
+
+    user_id: Optional[Id] = None
+    anonymous_id: Optional[Id] = None
+    context: Optional[Mapping[str, Any]] = None
+    integrations: Optional[Mapping[str, Any]] = None
+    timestamp: Optional[Timestamp] = None
+    message_id: Optional[Id] = None
+
+
+@dataclass
+class Identify(Message):
+    """Ties a user to their traits."""
+
+    type: ClassVar[str] = "identify"
+    traits: Optional[Mapping[str, Any]] = None
+
+
+@dataclass
+class Track(Message):
+    """An action a user performed."""
+
+    type: ClassVar[str] = "track"
+    event: Optional[str] = None
+    properties: Optional[Mapping[str, Any]] = None
+
+
+@dataclass
+class Page(Message):
+    """A page view on a website."""
+
+    type: ClassVar[str] = "page"
+    name: Optional[str] = None
+    category: Optional[str] = None
+    properties: Optional[Mapping[str, Any]] = None
+
+
+@dataclass
+class Screen(Page):
+    """A screen view in a mobile app."""
+
+    type: ClassVar[str] = "screen"
+
+
+@dataclass
+class Group(Message):
+    """Associates a user with a group (company, team, account)."""
+
+    type: ClassVar[str] = "group"
+    group_id: Optional[Id] = None
+    traits: Optional[Mapping[str, Any]] = None
+
+
+@dataclass
+class Alias(Message):
+    """Links a previous identity to a user id."""
+
+    type: ClassVar[str] = "alias"
+    previous_id: Optional[Id] = None
+
+
+class Encoded(NamedTuple):
+    """A validated message, ready to store: its id and its exact wire JSON."""
+
+    message_id: str
+    json: str
+    size: int
+
+
+# --------------------------------------------------------------------------------------------
+# JSON normalisation
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _describe(path: str) -> str:
+    return path or "value"
+
+
+def normalize(value: Any, path: str = "") -> Any:
+    """Return a JSON-ready copy of ``value``, or raise naming the offending path.
+
+    Dates become ISO 8601, ``Decimal`` a number, ``UUID`` a string, an ``Enum`` its value,
+    tuples and sets lists, bytes UTF-8 text. The input is never mutated.
+    """
+    return _normalize(value, path, set())
+
+
+def _normalize(value: Any, path: str, active: set) -> Any:
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is float:
+        if math.isfinite(value):
+            return value
+        raise ValidationError(f"{_describe(path)}: {value!r} is not allowed in JSON")
+    if isinstance(value, Mapping):
+        return _normalize_mapping(value, path, active)
+    if isinstance(value, (list, tuple, set, frozenset)):
+        marker = id(value)
+        if marker in active:
+            raise ValidationError(f"{_describe(path)}: circular reference")
+        active.add(marker)
+        try:
+            return [_normalize(item, f"{path}[{i}]", active) for i, item in enumerate(value)]
+        finally:
+            active.discard(marker)
+    return _convert(value, path, active)
+
+
+def _normalize_mapping(value: Mapping, path: str, active: set) -> Dict[str, Any]:
+    marker = id(value)
+    if marker in active:
+        raise ValidationError(f"{_describe(path)}: circular reference")
+    active.add(marker)
+    try:
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise FieldTypeError(
+                    f"{_describe(path)}: key {key!r} ({type(key).__name__}) is not a string; "
+                    "JSON object keys must be strings"
+                )
+            out[key] = _normalize(item, f"{path}.{key}" if path else key, active)
+        return out
+    finally:
+        active.discard(marker)
+
+
+def _convert(value: Any, path: str, active: set) -> Any:
+    """Types that have one obvious JSON form; anything else is an error."""
+    if isinstance(value, enum.Enum):
+        return _normalize(value.value, path, active)
+    if isinstance(value, (str, int)):  # str and int subclasses
+        return str(value) if isinstance(value, str) else int(value)
+    if isinstance(value, float):
+        return _normalize(float(value), path, active)
+    if isinstance(value, _dt.datetime):
+        return value.isoformat()
+    if isinstance(value, (_dt.date, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        if not value.is_finite():
+            raise ValidationError(f"{_describe(path)}: {value!r} is not allowed in JSON")
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValidationError(
+                f"{_describe(path)}: bytes are not valid UTF-8; decode them or send base64 text"
+            ) from None
+    raise FieldTypeError(
+        f"{_describe(path)}: object of type {type(value).__name__} is not JSON serialisable"
+    )
+
+
+def _find_bad_text(value: Any, path: str) -> None:
+    """Locate a string JSON cannot carry as UTF-8 (a lone surrogate) and name it."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValidationError(
+                f"{_describe(path)}: text contains a lone surrogate and is not valid UTF-8"
+            ) from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _find_bad_text(key, f"{path} key")
+            _find_bad_text(item, f"{path}.{key}" if path else key)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _find_bad_text(item, f"{path}[{i}]")
+
+
+# --------------------------------------------------------------------------------------------
+# Timestamps
+
+_ISO = re.compile(
+    r"^(\d{4}-\d{2}-\d{2})(?:[Tt ](\d{2}:\d{2}(?::\d{2})?)(?:[.,](\d+))?)?"
+    r"\s*(Z|z|[+-]\d{2}(?::?\d{2})?)?$"
+)
+
+
+def _parse_iso(text: str) -> _dt.datetime:
+    match = _ISO.match(text.strip())
+    if match is None:
+        raise ValueError(text)
+    day, clock, fraction, offset = match.groups()
+    iso = day + "T" + (clock or "00:00")
+    if fraction:
+        iso += "." + (fraction + "000000")[:6]
+    if offset:
+        if offset in ("Z", "z"):
+            offset = "+00:00"
+        elif len(offset) == 3:
+            offset += ":00"
+        elif ":" not in offset:
+            offset = offset[:3] + ":" + offset[3:]
+        iso += offset
+    return _dt.datetime.fromisoformat(iso)
+
+
+def format_timestamp(value: Optional[Timestamp], field: str = "timestamp") -> str:
+    """ISO 8601 with offset and milliseconds: the form the wire contract asks for.
+
+    ``None`` means now. A naive datetime (or an ISO string without an offset) is taken as the
+    machine's local time, as ``datetime.astimezone`` does.
+    """
+    if value is None:
+        moment = _dt.datetime.now(_dt.timezone.utc)
+    elif isinstance(value, _dt.datetime):
+        moment = value
+    elif isinstance(value, str):
+        try:
+            moment = _parse_iso(value)
+        except ValueError:
+            raise ValidationError(
+                f"{field}: {value!r} is not an ISO 8601 date-time "
+                "(for example 2026-11-30T12:00:00Z)"
+            ) from None
+    else:
+        raise FieldTypeError(
+            f"{field}: expected a datetime or an ISO 8601 string, got {type(value).__name__}"
+        )
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        moment = moment.astimezone()
+    return moment.isoformat(timespec="milliseconds")
+
+
+# --------------------------------------------------------------------------------------------
+# Encoding a message
+
+
+def _id(value: Any, field: str, required: bool) -> Optional[str]:
+    if value is None or value == "":
+        if required:
+            raise ValidationError(f"{field} is required: pass a non-empty string")
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise FieldTypeError(f"{field}: expected a string or int, got {type(value).__name__}")
+
+
+def _text(value: Any, field: str, required: bool) -> Optional[str]:
+    if value is None or (required and value == ""):
+        if required:
+            raise ValidationError(f"{field} is required: pass a non-empty string")
+        return None
+    if not isinstance(value, str):
+        raise FieldTypeError(f"{field}: expected a string, got {type(value).__name__}")
+    return value
+
+
+def _mapping(value: Any, field: str) -> Dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise FieldTypeError(f"{field}: expected a dict (mapping), got {type(value).__name__}")
+    return _normalize_mapping(value, field, set())
+
+
+_DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
+class Encoder:
+    """Turns a :class:`Message` into its wire JSON: validated, normalised and size-checked."""
+
+    def __init__(
+        self,
+        *,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        default_context: Optional[Mapping[str, Any]] = None,
+    ) -> None:
+        self.max_message_bytes = max_message_bytes
+        self.default_context = _mapping(default_context, "default_context")
+
+    def to_wire(self, message: Message) -> Dict[str, Any]:
+        """The message as the server will see it (camelCase keys), without size check."""
+        if not isinstance(message, Message) or not message.type:
+            raise FieldTypeError(
+                "expected an Identify, Track, Page, Screen, Group or Alias message, "
+                f"got {type(message).__name__}"
+            )
+        kind = message.type
+        wire: Dict[str, Any] = {"type": kind}
+        if kind == "alias":
+            wire["previousId"] = _id(message.previous_id, "previous_id", True)  # type: ignore[attr-defined]
+            wire["userId"] = _id(message.user_id, "user_id", True)
+        else:
+            user_id = _id(message.user_id, "user_id", False)
+            anonymous_id = _id(message.anonymous_id, "anonymous_id", False)
+            if user_id is None and anonymous_id is None:
+                raise ValidationError(
+                    f"{kind}: user_id or anonymous_id is required: pass a non-empty string"
+                )
+            if user_id is not None:
+                wire["userId"] = user_id
+            if anonymous_id is not None:
+                wire["anonymousId"] = anonymous_id
+        self._specific(message, wire)
+
+        context = dict(self.default_context)
+        context.update(_mapping(message.context, "context"))
+        selection = context.pop("integrations", None)
+        integrations: Dict[str, Any] = {}
+        if selection is not None:
+            if not isinstance(selection, dict):
+                raise FieldTypeError(
+                    "context.integrations: expected a dict (mapping), "
+                    f"got {type(selection).__name__}"
+                )
+            integrations.update(selection)
+        integrations.update(_mapping(message.integrations, "integrations"))
+        context["library"] = dict(LIBRARY)
+
+        wire["context"] = context
+        wire["integrations"] = integrations
+        wire["timestamp"] = format_timestamp(message.timestamp)
+        message_id = _id(message.message_id, "message_id", False)
+        wire["messageId"] = message_id if message_id is not None else str(uuid.uuid4())
+        return wire
+
+    @staticmethod
+    def _specific(message: Message, wire: Dict[str, Any]) -> None:
+        kind = message.type
+        if kind == "identify":
+            wire["traits"] = _mapping(message.traits, "traits")  # type: ignore[attr-defined]
+        elif kind == "track":
+            wire["event"] = _text(message.event, "event", True)  # type: ignore[attr-defined]
+            wire["properties"] = _mapping(message.properties, "properties")  # type: ignore[attr-defined]
+        elif kind in ("page", "screen"):
+            name = _text(message.name, "name", False)  # type: ignore[attr-defined]
+            category = _text(message.category, "category", False)  # type: ignore[attr-defined]
+            if name is not None:
+                wire["name"] = name
+            if category is not None:
+                wire["category"] = category
+            wire["properties"] = _mapping(message.properties, "properties")  # type: ignore[attr-defined]
+        elif kind == "group":
+            wire["groupId"] = _id(message.group_id, "group_id", True)  # type: ignore[attr-defined]
+            wire["traits"] = _mapping(message.traits, "traits")  # type: ignore[attr-defined]
+
+    def encode(self, message: Message) -> Encoded:
+        """Validate ``message`` and return its id and wire JSON; raise before anything is stored."""
+        wire = self.to_wire(message)
+        text = _DUMPS(wire)
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            _find_bad_text(wire, "")
+            raise
+        if size > self.max_message_bytes:
+            raise MessageTooLarge(
+                f"{message.type} message is {size:,} bytes, over the "
+                f"{self.max_message_bytes:,}-byte "
+                "limit (max_message_bytes): send fewer or shorter properties/traits",
+                size=size,
+                limit=self.max_message_bytes,
+            )
+        return Encoded(wire["messageId"], text, size)
+
+
+MESSAGE_TYPES = {cls.type: cls for cls in (Identify, Track, Page, Screen, Group, Alias)}
+
+
+def message_fields(cls: type) -> Tuple[str, ...]:
+    """The keyword names a message class takes, in declaration order."""
+    return tuple(f.name for f in dataclasses.fields(cls))

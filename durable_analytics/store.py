@@ -1,0 +1,1001 @@
+"""The durable queue: the only module that speaks SQL.
+
+Built on persist-queue's ``SQLiteAckQueue`` the way its own FILO and unique queues are: a
+subclass that brings its own schema and SQL. What the stock ack queue lacks is added here, and
+the parts that are unsafe with several processes on one file are replaced (see
+``docs/design.md``):
+
+- every state change runs in one ``BEGIN IMMEDIATE`` transaction and checks the row's current
+  state and lease owner, so two takers never hold the same row and a stale taker never
+  overwrites a live lease;
+- batches are leased, acknowledged (deleted), released and dead-lettered in one transaction
+  each, through an index on ``(status, id)``;
+- opening a file never resets leases: only expired leases, or leases whose owner process is
+  gone, are taken back;
+- counts, sizes, drops and the shared backoff live in the file, so every process sees the same.
+
+Rows are JSON text (never pickle). A row is ``READY`` until leased, ``LEASED`` by one taker for
+one upload attempt, and then deleted (accepted), ``READY`` again (released with a retry time) or
+``DEAD`` (rejected by the server: kept with its status and reason until requeued or purged).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import os
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import persistqueue.serializers.json as json_serializer
+from persistqueue.sqlackqueue import SQLiteAckQueue
+
+from .errors import ConfigError, QueueCorrupt, QueueError, QueueFull, QueueLocked
+from .paths import prepare_queue_path
+
+__all__ = [
+    "Status",
+    "Row",
+    "DeadLetter",
+    "Lease",
+    "Stats",
+    "Backoff",
+    "MessageStore",
+    "OVERFLOW_POLICIES",
+    "DURABILITY_MODES",
+]
+
+log = logging.getLogger("durable_analytics")
+
+SCHEMA_VERSION = 1
+OVERFLOW_POLICIES = ("drop_oldest", "drop_newest", "raise")
+DURABILITY_MODES = {"normal": "NORMAL", "full": "FULL"}
+DEFAULT_MAX_QUEUE_BYTES = 1_000_000_000
+BUSY_TIMEOUT = 30.0
+_CHUNK = 500  # ids per IN (...) list: below SQLite's oldest variable limit of 999
+_DROP_WARNING_INTERVAL = 1.0
+
+
+class Status(enum.IntEnum):
+    """A row's state. The numbers are stored in the file; never renumber them."""
+
+    READY = 1
+    LEASED = 2
+    DEAD = 9
+
+
+@dataclass(frozen=True)
+class Row:
+    """One stored message, as leased."""
+
+    id: int
+    data: str
+    size: int
+    attempts: int
+    created: float
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message the server rejected, with why."""
+
+    id: int
+    data: str
+    http_status: Optional[int]
+    reason: Optional[str]
+    attempts: int
+    created: float
+    dead_at: float
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Rows one taker holds for one upload attempt."""
+
+    owner: str
+    rows: Tuple[Row, ...]
+    expires: float
+
+    @property
+    def ids(self) -> List[int]:
+        return [row.id for row in self.rows]
+
+    @property
+    def size(self) -> int:
+        return sum(row.size for row in self.rows)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """The shared retry state: no taker sends before ``retry_at`` (a ``time.time()``)."""
+
+    retry_at: float
+    failures: int
+    last_error: Optional[str]
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Counts read from the file itself, identical for every process that asks."""
+
+    path: str
+    ready: int
+    leased: int
+    dead: int
+    dropped: int
+    delivered: int
+    queued_bytes: int
+    file_bytes: int
+    oldest_age_seconds: Optional[float]
+    last_error: Optional[str]
+    retry_at: Optional[float]
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {
+            "path": self.path,
+            "ready": self.ready,
+            "leased": self.leased,
+            "dead": self.dead,
+            "dropped": self.dropped,
+            "delivered": self.delivered,
+            "queued_bytes": self.queued_bytes,
+            "bytes": self.file_bytes,
+            "oldest_age_seconds": self.oldest_age_seconds,
+            "last_error": self.last_error,
+            "retry_at": self.retry_at,
+        }
+
+
+_HOST = socket.gethostname()
+
+
+def _process_start(pid: int) -> Optional[str]:
+    """The kernel's start time of ``pid`` (Linux), so a reused pid is not taken for its owner."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] == b"Z":  # a zombie has exited; only its parent has not reaped it yet
+        return "zombie"
+    return fields[19].decode() if len(fields) > 19 else None
+
+
+def _process_alive(pid: int, start: Optional[str]) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return True
+    now_start = _process_start(pid)
+    if now_start == "zombie":
+        return False
+    return start is None or now_start is None or now_start == start
+
+
+def _owner_token() -> str:
+    pid = os.getpid()
+    return f"{_HOST}|{pid}|{_process_start(pid) or ''}|{uuid.uuid4().hex[:8]}"
+
+
+def _chunks(ids: Sequence[int]) -> Iterable[Sequence[int]]:
+    for start in range(0, len(ids), _CHUNK):
+        yield ids[start : start + _CHUNK]
+
+
+def _marks(ids: Sequence[int]) -> str:
+    return ",".join("?" * len(ids))
+
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS messages (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        data          TEXT    NOT NULL,
+        size          INTEGER NOT NULL,
+        created       REAL    NOT NULL,
+        status        INTEGER NOT NULL DEFAULT 1,
+        attempts      INTEGER NOT NULL DEFAULT 0,
+        first_attempt REAL,
+        lease_owner   TEXT,
+        lease_expires REAL,
+        error         TEXT,
+        http_status   INTEGER,
+        dead_at       REAL
+    )""",
+    "CREATE INDEX IF NOT EXISTS messages_by_status ON messages (status, id)",
+    """CREATE TABLE IF NOT EXISTS state (
+        id            INTEGER PRIMARY KEY CHECK (id = 0),
+        count         INTEGER NOT NULL DEFAULT 0,
+        bytes         INTEGER NOT NULL DEFAULT 0,
+        dropped       INTEGER NOT NULL DEFAULT 0,
+        delivered     INTEGER NOT NULL DEFAULT 0,
+        retry_at      REAL    NOT NULL DEFAULT 0,
+        failures      INTEGER NOT NULL DEFAULT 0,
+        last_error    TEXT
+    )""",
+    "INSERT OR IGNORE INTO state (id) VALUES (0)",
+    """CREATE TRIGGER IF NOT EXISTS messages_counted_in AFTER INSERT ON messages BEGIN
+        UPDATE state SET count = count + 1, bytes = bytes + NEW.size WHERE id = 0;
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS messages_counted_out AFTER DELETE ON messages BEGIN
+        UPDATE state SET count = count - 1, bytes = bytes - OLD.size WHERE id = 0;
+    END""",
+)
+
+# Stores alive in this process, so that a fork can give each a fresh connection and lock.
+_STORES: weakref.WeakSet[MessageStore] = weakref.WeakSet()
+# Connections inherited across fork() are never used or closed by the child: closing one
+# could release locks the parent holds. They are parked here for the child's lifetime.
+_INHERITED: List[sqlite3.Connection] = []
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_STORES):
+        store._forget_connection()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class MessageStore(SQLiteAckQueue):
+    """A crash-safe, multi-process message queue in one SQLite file.
+
+    Thread-safe: one connection per process, its use serialised by a lock. Any number of
+    processes may append and lease on the same file at once.
+    """
+
+    _TABLE_NAME = "messages"
+    _KEY_COLUMN = "id"
+    _SQL_CREATE = _SCHEMA[0]
+
+    def __init__(
+        self,
+        path: Union[str, os.PathLike],
+        *,
+        durability: str = "normal",
+        max_queue_bytes: Optional[int] = DEFAULT_MAX_QUEUE_BYTES,
+        max_queue_messages: Optional[int] = None,
+        overflow: str = "drop_oldest",
+        busy_timeout: float = BUSY_TIMEOUT,
+    ) -> None:
+        if durability not in DURABILITY_MODES:
+            raise ConfigError(f"durability={durability!r}: use 'normal' or 'full'")
+        if overflow not in OVERFLOW_POLICIES:
+            raise ConfigError(
+                f"overflow={overflow!r}: use one of {', '.join(map(repr, OVERFLOW_POLICIES))}"
+            )
+        for name, limit in (
+            ("max_queue_bytes", max_queue_bytes),
+            ("max_queue_messages", max_queue_messages),
+        ):
+            if limit is not None and (
+                not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0
+            ):
+                raise ConfigError(f"{name}={limit!r}: use a positive integer, or None for no limit")
+        self.file = Path(os.fspath(path))
+        self.durability = durability
+        self.max_queue_bytes = max_queue_bytes
+        self.max_queue_messages = max_queue_messages
+        self.overflow = overflow
+        self._dropped_unreported = 0
+        self._last_drop_warning = 0.0
+        self._pid = os.getpid()
+        super().__init__(
+            str(self.file.parent),
+            auto_resume=False,
+            name="v1",
+            multithreading=True,
+            timeout=busy_timeout,
+            serializer=json_serializer,
+            db_file_name=self.file.name,
+        )
+        _STORES.add(self)
+
+    @classmethod
+    def open(
+        cls,
+        queue_path: Optional[Union[str, os.PathLike]] = None,
+        write_key: str = "",
+        **options: Any,
+    ) -> MessageStore:
+        """Open (creating if needed, 0600 in a 0700 directory) the queue for ``write_key``."""
+        return cls(prepare_queue_path(queue_path, write_key), **options)
+
+    # ----------------------------------------------------------------------------------------
+    # Connection handling (replaces persist-queue's: pragmas, schema version, fork safety)
+
+    @property
+    def _table_name(self) -> str:
+        return "messages"
+
+    def _init(self) -> None:
+        self.tran_lock = threading.Lock()
+        self.put_event = threading.Event()
+        self.action_lock = threading.Lock()
+        self._conn = self._getter = self._putter = self._connect()
+        self.total = 0
+
+    def _new_db_connection(
+        self, path: Any, multithreading: bool, timeout: float
+    ) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            str(self.file),
+            timeout=timeout,
+            isolation_level=None,
+            check_same_thread=not multithreading,
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={DURABILITY_MODES[self.durability]}")
+        conn.execute("PRAGMA journal_size_limit=8388608")
+        conn.execute("PRAGMA temp_store=MEMORY")
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = self._new_db_connection(self.file, True, self.timeout)
+            try:
+                self._migrate(conn)
+            except BaseException:
+                conn.close()
+                raise
+        except sqlite3.DatabaseError as exc:
+            raise self._translate(exc) from exc
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            return
+        if version > SCHEMA_VERSION:
+            raise QueueError(
+                f"{self.file} was written by a newer durable-analytics (schema {version}, this "
+                f"version reads {SCHEMA_VERSION}): upgrade durable-analytics to read it"
+            )
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+                if tables - {"messages", "state", "sqlite_sequence"}:
+                    raise QueueCorrupt(
+                        f"{self.file} is an SQLite file but not a durable-analytics queue "
+                        f"(it has tables {sorted(tables)}); point queue_path at another file"
+                    )
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _forget_connection(self) -> None:
+        """In a forked child: park the parent's connection and start with fresh locks."""
+        if self._conn is not None:
+            _INHERITED.append(self._conn)
+        self._conn = self._getter = self._putter = None
+        self.tran_lock = threading.Lock()
+        self.action_lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def _db(self) -> sqlite3.Connection:
+        if self._pid != os.getpid():
+            self._forget_connection()
+        if self._conn is None:
+            self._conn = self._getter = self._putter = self._connect()
+        return self._conn
+
+    def close(self) -> None:
+        """Close this process's connection. A later call reopens it."""
+        with self.tran_lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = self._getter = self._putter = None
+
+    def __del__(self) -> None:
+        try:
+            if getattr(self, "_conn", None) is not None and self._pid == os.getpid():
+                self._conn.close()
+        except Exception:
+            pass
+
+    def _translate(self, exc: sqlite3.Error) -> QueueError:
+        """Map SQLite's errors to ours, each saying what the user can do."""
+        text = str(exc)
+        lowered = text.lower()
+        if "locked" in lowered or "busy" in lowered:
+            return QueueLocked(
+                f"{self.file}: another process held the write lock for over "
+                f"{self.timeout:g} s ({text}); nothing was lost, try again"
+            )
+        if "readonly" in lowered or "read-only" in lowered:
+            return QueueError(
+                f"{self.file} is read-only ({text}): make it and its directory writable, "
+                "or choose another location with queue_path="
+            )
+        if "full" in lowered:
+            return QueueError(
+                f"{self.file}: the disk is full ({text}); this message was not stored, the "
+                "ones already queued are safe. Free space, or lower max_queue_bytes"
+            )
+        if "unable to open" in lowered or "disk i/o" in lowered:
+            return QueueError(
+                f"cannot use the queue file {self.file} ({text}): check that the path exists, "
+                "is writable and is on a local disk"
+            )
+        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+            return QueueCorrupt(
+                f"{self.file} is damaged or not a queue file ({text}). Nothing was deleted: "
+                f"move it aside (mv '{self.file}' '{self.file}.broken') and a new queue will "
+                "be created; the old file can be inspected with the sqlite3 tool"
+            )
+        return QueueError(f"{self.file}: {text}")
+
+    def _write(self, work: Any) -> Any:
+        """Run ``work(conn)`` in one ``BEGIN IMMEDIATE`` transaction; commit or roll back."""
+        with self.tran_lock:
+            conn = self._db()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from exc
+            try:
+                result = work(conn)
+                conn.execute("COMMIT")
+                return result
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise self._translate(exc) from exc
+                raise
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> List[Tuple[Any, ...]]:
+        with self.tran_lock:
+            try:
+                return self._db().execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from exc
+
+    # ----------------------------------------------------------------------------------------
+    # Append
+
+    def append(
+        self, data: str, size: Optional[int] = None, *, now: Optional[float] = None
+    ) -> Optional[int]:
+        """Commit one message's JSON; return its row id, or ``None`` if dropped as newest."""
+        if size is None:
+            size = len(data.encode("utf-8"))
+        created = time.time() if now is None else now
+        with self.tran_lock:
+            conn = self._db()
+            try:
+                count, total = conn.execute("SELECT count, bytes FROM state").fetchone()
+                if not self._over_limit(count + 1, total + size):
+                    return conn.execute(
+                        "INSERT INTO messages (data, size, created) VALUES (?, ?, ?)",
+                        (data, size, created),
+                    ).lastrowid
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from exc
+        ids = self.append_many([(data, size)], now=created)
+        return ids[0] if ids else None
+
+    def append_many(
+        self, items: Sequence[Tuple[str, int]], *, now: Optional[float] = None
+    ) -> List[int]:
+        """Commit many messages in one transaction, applying the overflow policy."""
+        created = time.time() if now is None else now
+
+        def work(conn: sqlite3.Connection) -> List[int]:
+            incoming = list(items)
+            count, total = conn.execute("SELECT count, bytes FROM state").fetchone()
+            need_count = count + len(incoming)
+            need_bytes = total + sum(size for _, size in incoming)
+            dropped = 0
+            if self._over_limit(need_count, need_bytes):
+                if self.overflow == "raise":
+                    raise QueueFull(
+                        f"{self.file} is full ({count:,} messages, {total:,} bytes; limits "
+                        f"{self.max_queue_messages or '-'} messages, {self.max_queue_bytes or '-'} "
+                        "bytes): the message was not stored. Run `durable-analytics drain`, "
+                        "raise max_queue_bytes, or choose overflow='drop_oldest'"
+                    )
+                if self.overflow == "drop_newest":
+                    while incoming and self._over_limit(need_count, need_bytes):
+                        _, size = incoming.pop()
+                        need_count -= 1
+                        need_bytes -= size
+                        dropped += 1
+                else:
+                    dropped = self._drop_oldest(conn, need_count, need_bytes)
+                if dropped:
+                    conn.execute("UPDATE state SET dropped = dropped + ? WHERE id = 0", (dropped,))
+            ids = []
+            for data, size in incoming:
+                ids.append(
+                    conn.execute(
+                        "INSERT INTO messages (data, size, created) VALUES (?, ?, ?)",
+                        (data, size, created),
+                    ).lastrowid
+                )
+            return ids, dropped
+
+        ids, dropped = self._write(work)
+        if dropped:
+            self._warn_dropped(dropped)
+        return ids
+
+    def _over_limit(self, count: int, total: int) -> bool:
+        return (self.max_queue_messages is not None and count > self.max_queue_messages) or (
+            self.max_queue_bytes is not None and total > self.max_queue_bytes
+        )
+
+    def _drop_oldest(self, conn: sqlite3.Connection, count: int, total: int) -> int:
+        """Delete the oldest rows nobody holds a lease on until the new ones fit."""
+        dropped = 0
+        while self._over_limit(count, total):
+            victims = conn.execute(
+                "SELECT id, size FROM messages WHERE status != ? ORDER BY id LIMIT 256",
+                (Status.LEASED,),
+            ).fetchall()
+            if not victims:
+                break
+            chosen = []
+            for row_id, size in victims:
+                chosen.append(row_id)
+                count -= 1
+                total -= size
+                if not self._over_limit(count, total):
+                    break
+            conn.execute(f"DELETE FROM messages WHERE id IN ({_marks(chosen)})", chosen)
+            dropped += len(chosen)
+        return dropped
+
+    def _warn_dropped(self, dropped: int) -> None:
+        self._dropped_unreported += dropped
+        now = time.monotonic()
+        if now - self._last_drop_warning >= _DROP_WARNING_INTERVAL:
+            log.warning(
+                "queue %s is full (overflow=%s): dropped %d message(s); see `durable-analytics "
+                "stats` for the total",
+                self.file,
+                self.overflow,
+                self._dropped_unreported,
+            )
+            self._dropped_unreported = 0
+            self._last_drop_warning = now
+
+    # ----------------------------------------------------------------------------------------
+    # Lease, ack, release, dead letters
+
+    def new_owner(self) -> str:
+        """A token naming one taker: host, pid and process start time, plus a random part."""
+        return _owner_token()
+
+    def lease(
+        self,
+        owner: str,
+        *,
+        max_messages: int,
+        max_bytes: int,
+        lease_seconds: float,
+        now: Optional[float] = None,
+    ) -> Optional[Lease]:
+        """Take the oldest ready messages that fit both limits; ``None`` if there are none.
+
+        The byte budget counts each message plus one separator byte. A single message larger
+        than the budget is still leased alone, so it can be tried (and rejected) rather than
+        block the queue.
+        """
+        moment = time.time() if now is None else now
+        expires = moment + lease_seconds
+
+        def work(conn: sqlite3.Connection) -> Optional[Lease]:
+            self._reclaim(conn, moment)
+            candidates = conn.execute(
+                "SELECT id, data, size, attempts, created FROM messages "
+                "WHERE status = ? ORDER BY id LIMIT ?",
+                (Status.READY, max_messages),
+            ).fetchall()
+            rows: List[Row] = []
+            used = 0
+            for candidate in candidates:
+                cost = candidate[2] + 1
+                if rows and used + cost > max_bytes:
+                    break
+                rows.append(Row(*candidate))
+                used += cost
+            if not rows:
+                return None
+            conn.execute(
+                "UPDATE messages SET status = ?, lease_owner = ?, lease_expires = ?, "
+                "first_attempt = COALESCE(first_attempt, ?) "
+                "WHERE status = ? AND id BETWEEN ? AND ?",
+                (Status.LEASED, owner, expires, moment, Status.READY, rows[0].id, rows[-1].id),
+            )
+            return Lease(owner, tuple(rows), expires)
+
+        return self._write(work)
+
+    def _reclaim(self, conn: sqlite3.Connection, now: float) -> int:
+        """Return to READY the leases that expired or whose owner process is gone."""
+        freed = conn.execute(
+            "UPDATE messages SET status = ?, lease_owner = NULL, lease_expires = NULL "
+            "WHERE status = ? AND lease_expires < ?",
+            (Status.READY, Status.LEASED, now),
+        ).rowcount
+        owners = conn.execute(
+            "SELECT DISTINCT lease_owner FROM messages WHERE status = ?", (Status.LEASED,)
+        ).fetchall()
+        for (owner,) in owners:
+            host, pid, start, _ = (owner or "|0||").split("|", 3)
+            if host == _HOST and pid.isdigit() and not _process_alive(int(pid), start or None):
+                freed += conn.execute(
+                    "UPDATE messages SET status = ?, lease_owner = NULL, lease_expires = NULL "
+                    "WHERE status = ? AND lease_owner = ?",
+                    (Status.READY, Status.LEASED, owner),
+                ).rowcount
+        if freed:
+            log.info("took back %d message(s) from expired or abandoned leases", freed)
+        return freed
+
+    def reclaim(self, now: Optional[float] = None) -> int:
+        """Take back expired and abandoned leases now (``lease`` does this itself)."""
+        return self._write(lambda conn: self._reclaim(conn, time.time() if now is None else now))
+
+    def extend(self, owner: str, ids: Sequence[int], lease_seconds: float) -> int:
+        """Push a live lease's expiry out, e.g. before another attempt of a split batch."""
+        expires = time.time() + lease_seconds
+
+        def work(conn: sqlite3.Connection) -> int:
+            changed = 0
+            for part in _chunks(ids):
+                changed += conn.execute(
+                    f"UPDATE messages SET lease_expires = ? WHERE status = ? AND lease_owner = ? "
+                    f"AND id IN ({_marks(part)})",
+                    (expires, Status.LEASED, owner, *part),
+                ).rowcount
+            return changed
+
+        return self._write(work)
+
+    def ack(self, ids: Any) -> int:  # type: ignore[override]
+        """The server accepted these: delete them, count them, clear the shared backoff.
+
+        Takes row ids, or (as persist-queue's ``ack``) one item from ``get(raw=True)``.
+        """
+        ids = list(ids) if isinstance(ids, (list, tuple, range)) else [self._pq_id(ids)]
+
+        def work(conn: sqlite3.Connection) -> int:
+            deleted = 0
+            for part in _chunks(ids):
+                deleted += conn.execute(
+                    f"DELETE FROM messages WHERE status != ? AND id IN ({_marks(part)})",
+                    (Status.DEAD, *part),
+                ).rowcount
+            conn.execute(
+                "UPDATE state SET delivered = delivered + ?, failures = 0, retry_at = 0 "
+                "WHERE id = 0",
+                (deleted,),
+            )
+            return deleted
+
+        return self._write(work)
+
+    def release(
+        self,
+        owner: str,
+        ids: Sequence[int],
+        *,
+        error: str,
+        retry_at: float,
+        give_up_before: Optional[float] = None,
+        count_failure: bool = True,
+    ) -> Tuple[int, List[int]]:
+        """Put a failed batch back with its error, and store when anyone may send again.
+
+        Rows first tried before ``give_up_before`` are dead-lettered instead (retried for too
+        long). Returns ``(released, dead_ids)``. Only rows this owner still holds change.
+        """
+        ids = list(ids)
+
+        def work(conn: sqlite3.Connection) -> Tuple[int, List[int]]:
+            dead: List[int] = []
+            released = 0
+            for part in _chunks(ids):
+                if give_up_before is not None:
+                    dead += [
+                        r[0]
+                        for r in conn.execute(
+                            f"SELECT id FROM messages WHERE status = ? AND lease_owner = ? "
+                            f"AND first_attempt < ? AND id IN ({_marks(part)})",
+                            (Status.LEASED, owner, give_up_before, *part),
+                        )
+                    ]
+                released += conn.execute(
+                    "UPDATE messages SET status = ?, lease_owner = NULL, lease_expires = NULL, "
+                    "attempts = attempts + ?, error = ? "
+                    f"WHERE status = ? AND lease_owner = ? AND id IN ({_marks(part)})",
+                    (Status.READY, int(count_failure), error, Status.LEASED, owner, *part),
+                ).rowcount
+            if dead:
+                self._mark_dead(conn, dead, None, f"gave up retrying: {error}", time.time())
+            if count_failure:
+                conn.execute(
+                    "UPDATE state SET failures = failures + 1, retry_at = MAX(retry_at, ?), "
+                    "last_error = ? WHERE id = 0",
+                    (retry_at, error),
+                )
+            else:
+                conn.execute(
+                    "UPDATE state SET retry_at = MAX(retry_at, ?), last_error = ? WHERE id = 0",
+                    (retry_at, error),
+                )
+            return released - len(dead), dead
+
+        return self._write(work)
+
+    def dead_letter(
+        self, owner: str, ids: Sequence[int], *, http_status: Optional[int], reason: str
+    ) -> int:
+        """Move rows this owner holds to the dead letters, with the server's status and reason."""
+        ids = list(ids)
+
+        def work(conn: sqlite3.Connection) -> int:
+            held = []
+            for part in _chunks(ids):
+                held += [
+                    r[0]
+                    for r in conn.execute(
+                        f"SELECT id FROM messages WHERE status = ? AND lease_owner = ? "
+                        f"AND id IN ({_marks(part)})",
+                        (Status.LEASED, owner, *part),
+                    )
+                ]
+            self._mark_dead(conn, held, http_status, reason, time.time())
+            conn.execute("UPDATE state SET last_error = ? WHERE id = 0", (reason,))
+            return len(held)
+
+        return self._write(work)
+
+    @staticmethod
+    def _mark_dead(
+        conn: sqlite3.Connection,
+        ids: Sequence[int],
+        http_status: Optional[int],
+        reason: str,
+        now: float,
+    ) -> None:
+        for part in _chunks(list(ids)):
+            conn.execute(
+                "UPDATE messages SET status = ?, http_status = ?, error = ?, dead_at = ?, "
+                f"lease_owner = NULL, lease_expires = NULL WHERE id IN ({_marks(part)})",
+                (Status.DEAD, http_status, reason, now, *part),
+            )
+
+    def _dead_filter(
+        self, ids: Optional[Sequence[int]], older_than: Optional[float]
+    ) -> Tuple[str, List[Any]]:
+        sql = "status = ?"
+        params: List[Any] = [Status.DEAD]
+        if ids is not None:
+            sql += f" AND id IN ({_marks(ids)})" if ids else " AND 0"
+            params += list(ids)
+        if older_than is not None:
+            sql += " AND dead_at <= ?"
+            params.append(time.time() - older_than)
+        return sql, params
+
+    def dead_letters(self, limit: int = 100, offset: int = 0) -> List[DeadLetter]:
+        """Rejected messages, oldest first."""
+        rows = self._read(
+            "SELECT id, data, http_status, error, attempts, created, dead_at FROM messages "
+            "WHERE status = ? ORDER BY id LIMIT ? OFFSET ?",
+            (Status.DEAD, limit, offset),
+        )
+        return [DeadLetter(*row) for row in rows]
+
+    def requeue_dead(
+        self, ids: Optional[Sequence[int]] = None, older_than: Optional[float] = None
+    ) -> int:
+        """Make dead letters ready again (all, some ids, or those dead for ``older_than`` s)."""
+        where, params = self._dead_filter(ids, older_than)
+        return self._write(
+            lambda conn: (
+                conn.execute(
+                    "UPDATE messages SET status = ?, attempts = 0, first_attempt = NULL, "
+                    "error = NULL, "
+                    f"http_status = NULL, dead_at = NULL WHERE {where}",
+                    (Status.READY, *params),
+                ).rowcount
+            )
+        )
+
+    def purge_dead(
+        self, ids: Optional[Sequence[int]] = None, older_than: Optional[float] = None
+    ) -> int:
+        """Delete dead letters for good."""
+        where, params = self._dead_filter(ids, older_than)
+        return self._write(
+            lambda conn: conn.execute(f"DELETE FROM messages WHERE {where}", params).rowcount
+        )
+
+    # ----------------------------------------------------------------------------------------
+    # What the worker and monitoring read
+
+    def backoff(self) -> Backoff:
+        retry_at, failures, last_error = self._read(
+            "SELECT retry_at, failures, last_error FROM state"
+        )[0]
+        return Backoff(retry_at, failures, last_error)
+
+    def ready_summary(self, limit: int) -> Tuple[int, Optional[float]]:
+        """How many ready messages, counting no further than ``limit``, and the oldest's time."""
+        with self.tran_lock:
+            try:
+                conn = self._db()
+                count = conn.execute(
+                    "SELECT COUNT(*) FROM (SELECT 1 FROM messages WHERE status = ? LIMIT ?)",
+                    (Status.READY, limit),
+                ).fetchone()[0]
+                oldest = conn.execute(
+                    "SELECT created FROM messages WHERE status = ? ORDER BY id LIMIT 1",
+                    (Status.READY,),
+                ).fetchone()
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from exc
+        return count, oldest[0] if oldest else None
+
+    def next_lease_expiry(self) -> Optional[float]:
+        """When the earliest lease held by anyone expires (a taker waits for it)."""
+        row = self._read(
+            "SELECT MIN(lease_expires) FROM messages WHERE status = ?", (Status.LEASED,)
+        )[0]
+        return row[0]
+
+    def pending_through(self, last_id: int) -> bool:
+        """Whether any message with id <= ``last_id`` is still waiting or in flight."""
+        rows = self._read(
+            "SELECT 1 FROM messages WHERE status IN (?, ?) AND id <= ? LIMIT 1",
+            (Status.READY, Status.LEASED, last_id),
+        )
+        return bool(rows)
+
+    def last_id(self) -> int:
+        return self._read("SELECT COALESCE(MAX(id), 0) FROM messages")[0][0]
+
+    def stats(self) -> Stats:
+        with self.tran_lock:
+            try:
+                conn = self._db()
+                conn.execute("BEGIN")
+                try:
+                    count, total, dropped, delivered, retry_at, last_error = conn.execute(
+                        "SELECT count, bytes, dropped, delivered, retry_at, last_error FROM state"
+                    ).fetchone()
+                    by_status = {
+                        status: conn.execute(
+                            "SELECT COUNT(*) FROM messages WHERE status = ?", (status,)
+                        ).fetchone()[0]
+                        for status in (Status.LEASED, Status.DEAD)
+                    }
+                    oldest = conn.execute(
+                        "SELECT MIN(created) FROM (SELECT (SELECT created FROM messages "
+                        "WHERE status = ? ORDER BY id LIMIT 1) AS created UNION ALL SELECT "
+                        "(SELECT created FROM messages WHERE status = ? ORDER BY id LIMIT 1))",
+                        (Status.READY, Status.LEASED),
+                    ).fetchone()[0]
+                finally:
+                    conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from exc
+        file_bytes = sum(
+            p.stat().st_size
+            for p in (self.file, Path(f"{self.file}-wal"), Path(f"{self.file}-shm"))
+            if p.exists()
+        )
+        return Stats(
+            path=str(self.file),
+            ready=count - by_status[Status.LEASED] - by_status[Status.DEAD],
+            leased=by_status[Status.LEASED],
+            dead=by_status[Status.DEAD],
+            dropped=dropped,
+            delivered=delivered,
+            queued_bytes=total,
+            file_bytes=file_bytes,
+            oldest_age_seconds=None if oldest is None else max(0.0, time.time() - oldest),
+            last_error=last_error,
+            retry_at=retry_at or None,
+        )
+
+    # ----------------------------------------------------------------------------------------
+    # Maintenance
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the main file and truncate it (bounded disk use)."""
+        self._read("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def vacuum(self) -> None:
+        """Rebuild the file to return free pages to the file system."""
+        self._read("VACUUM")
+        self.checkpoint()
+
+    # ----------------------------------------------------------------------------------------
+    # persist-queue's interface, mapped onto the safe operations above
+
+    def put(self, item: Any) -> Optional[int]:
+        """persist-queue ``put``: store any JSON-serialisable item."""
+        data = json.dumps(item, separators=(",", ":"), ensure_ascii=False)
+        return self.append(data)
+
+    def get(
+        self, block: bool = True, timeout: Optional[float] = None, id: Any = None, raw: bool = False
+    ) -> Any:  # noqa: A002
+        """persist-queue ``get``: lease one item for this process (``raw`` adds its ``pqid``)."""
+        from persistqueue.exceptions import Empty
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        owner = getattr(self, "_pq_owner", None) or self.new_owner()
+        self._pq_owner = owner
+        while True:
+            leased = self.lease(owner, max_messages=1, max_bytes=1 << 62, lease_seconds=3600)
+            if leased is not None:
+                row = leased.rows[0]
+                item = json.loads(row.data)
+                return {"pqid": row.id, "data": item, "timestamp": row.created} if raw else item
+            if not block or (deadline is not None and time.monotonic() >= deadline):
+                raise Empty
+            self.put_event.wait(0.05)
+
+    def _pq_id(self, item: Any) -> int:
+        if isinstance(item, dict) and "pqid" in item:
+            return int(item["pqid"])
+        if isinstance(item, int):
+            return item
+        raise QueueError("pass the raw item returned by get(raw=True), or its pqid")
+
+    def nack(self, item: Any) -> int:
+        return self.release(
+            self._pq_owner, [self._pq_id(item)], error="nack", retry_at=0, count_failure=False
+        )[0]
+
+    def ack_failed(self, item: Any) -> int:
+        return self.dead_letter(
+            self._pq_owner, [self._pq_id(item)], http_status=None, reason="ack_failed"
+        )
+
+    def resume_unack_tasks(self) -> None:
+        """Only expired or abandoned leases are taken back; a live process keeps its lease."""
+        self.reclaim()
+
+    def clear_acked_data(self, *args: Any, **kwargs: Any) -> None:
+        """Nothing to clear: acknowledged rows are deleted at once."""
+
+    def shrink_disk_usage(self) -> None:  # type: ignore[override]
+        self.vacuum()
+
+    def qsize(self) -> int:
+        return self.stats().ready
+
+    @property
+    def size(self) -> int:  # type: ignore[override]
+        return self.qsize()
+
+    def empty(self) -> bool:
+        return self.ready_summary(1)[0] == 0
+
+    def full(self) -> bool:
+        count, total = self._read("SELECT count, bytes FROM state")[0]
+        return self._over_limit(count + 1, total + 1)

@@ -1,0 +1,158 @@
+"""The only module that speaks HTTP: builds the request, sends it, classifies the answer.
+
+It knows the wire contract (``POST {endpoint}/v1/batch``, Basic auth with the write key,
+gzip, ``sentAt``) and nothing about queues or retries: what to do with an answer is the
+worker's business. The write key never appears in a log line or an error.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import enum
+import gzip as _gzip
+import logging
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence, Tuple, Union
+from urllib.parse import urlsplit
+
+import requests
+
+from ._version import __version__
+from .errors import ConfigError
+from .retry import parse_retry_after
+
+__all__ = ["Kind", "Outcome", "Transport", "envelope_overhead", "check_endpoint", "USER_AGENT"]
+
+log = logging.getLogger("durable_analytics")
+
+USER_AGENT = f"durable-analytics/{__version__}"
+_SENT_AT_SAMPLE = "2026-01-01T00:00:00.000+00:00"
+_GZIP_LEVEL = 6
+
+Timeout = Union[float, Tuple[float, float]]
+
+
+def envelope_overhead() -> int:
+    """Bytes a request body adds around its messages: the limit is on the whole body."""
+    return len(f'{{"batch":[],"sentAt":"{_SENT_AT_SAMPLE}"}}'.encode())
+
+
+def check_endpoint(endpoint: str) -> str:
+    """Validate an endpoint URL at configuration time; return it without a trailing slash."""
+    if not isinstance(endpoint, str) or not endpoint.strip():
+        raise ConfigError("endpoint must be a URL such as https://api.segment.io")
+    text = endpoint.strip().rstrip("/")
+    if "://" not in text:
+        text = "https://" + text
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"endpoint={endpoint!r} is not an http(s) URL: use e.g. https://api.segment.io"
+        )
+    if parts.username or parts.password:
+        raise ConfigError("endpoint must not contain credentials: pass the write key instead")
+    return text
+
+
+class Kind(enum.Enum):
+    """What the worker should do with a batch, by the contract's response table."""
+
+    ACCEPTED = "accepted"  # 2xx: acknowledge every message
+    TRANSIENT = "transient"  # 408, 429, 5xx, network errors: retry later
+    SPLIT = "split"  # 400, 413: split the batch to find the rejected messages
+    AUTH = "auth"  # 401, 403: keep everything, pause, report
+    REJECTED = "rejected"  # other 4xx: dead-letter the batch
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The classified answer to one request."""
+
+    kind: Kind
+    status: Optional[int]
+    reason: str
+    retry_after: Optional[float] = None
+    wire_bytes: int = 0
+
+
+def classify(status: int, reason: str, retry_after: Optional[float]) -> Outcome:
+    if 200 <= status < 300:
+        return Outcome(Kind.ACCEPTED, status, reason)
+    if status in (400, 413):
+        return Outcome(Kind.SPLIT, status, reason)
+    if status in (401, 403):
+        return Outcome(Kind.AUTH, status, reason)
+    if status in (408, 429) or status >= 500 or status < 200 or 300 <= status < 400:
+        return Outcome(Kind.TRANSIENT, status, reason, retry_after)
+    return Outcome(Kind.REJECTED, status, reason)
+
+
+class Transport:
+    """Sends batches of stored message JSON to ``{endpoint}/v1/batch`` over one session."""
+
+    def __init__(
+        self,
+        write_key: str,
+        endpoint: str,
+        *,
+        gzip: bool = True,
+        timeout: Timeout = 15.0,
+        proxies: Optional[Mapping[str, str]] = None,
+        verify: Union[bool, str] = True,
+    ) -> None:
+        self.url = check_endpoint(endpoint) + "/v1/batch"
+        self.gzip = gzip
+        self.timeout = timeout
+        self.verify = verify
+        self._auth = (write_key, "")
+        self._session = requests.Session()
+        self._session.headers.update({"Content-Type": "application/json", "User-Agent": USER_AGENT})
+        if proxies:
+            self._session.proxies.update(dict(proxies))
+        # Environment proxies still apply (requests' trust_env) unless proxies= overrides them.
+
+    def body(self, messages: Sequence[str], sent_at: Optional[str] = None) -> bytes:
+        """The request body: stored JSON spliced in as is, and ``sentAt`` of this attempt."""
+        if sent_at is None:
+            sent_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+        return ('{"batch":[' + ",".join(messages) + '],"sentAt":"' + sent_at + '"}').encode("utf-8")
+
+    def send(self, messages: Sequence[str]) -> Outcome:
+        """POST one batch; never raises for network trouble: it is an Outcome like any other."""
+        body = self.body(messages)
+        headers = {}
+        if self.gzip:
+            body = _gzip.compress(body, compresslevel=_GZIP_LEVEL)
+            headers["Content-Encoding"] = "gzip"
+        try:
+            response = self._session.post(
+                self.url,
+                data=body,
+                headers=headers,
+                auth=self._auth,
+                timeout=self.timeout,
+                verify=self.verify,
+                allow_redirects=False,
+            )
+        except requests.exceptions.SSLError as exc:
+            log.error("TLS error talking to %s: %s", self.url, _short(exc))
+            return Outcome(Kind.TRANSIENT, None, f"TLS error: {_short(exc)}", None, len(body))
+        except requests.exceptions.RequestException as exc:
+            return Outcome(
+                Kind.TRANSIENT, None, f"{type(exc).__name__}: {_short(exc)}", None, len(body)
+            )
+        status = response.status_code
+        text = _short(response.text) if status >= 300 else ""
+        reason = f"HTTP {status}" + (f": {text}" if text else "")
+        if 300 <= status < 400:
+            reason += f" (redirect to {response.headers.get('Location')}: set endpoint to it)"
+        outcome = classify(status, reason, parse_retry_after(response.headers.get("Retry-After")))
+        return Outcome(outcome.kind, status, reason, outcome.retry_after, len(body))
+
+    def close(self) -> None:
+        self._session.close()
+
+
+def _short(value: Any, limit: int = 300) -> str:
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
