@@ -284,7 +284,7 @@ class MessageStore(SQLiteAckQueue):
                 not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0
             ):
                 raise ConfigError(f"{name}={limit!r}: use a positive integer, or None for no limit")
-        self.file = Path(os.fspath(path))
+        self.file = prepare_queue_path(path, "")
         self.durability = durability
         self.max_queue_bytes = max_queue_bytes
         self.max_queue_messages = max_queue_messages
@@ -700,14 +700,17 @@ class MessageStore(SQLiteAckQueue):
         ids: Sequence[int],
         *,
         error: str,
-        retry_at: float,
+        retry_at: Optional[float],
         give_up_before: Optional[float] = None,
         count_failure: bool = True,
     ) -> Tuple[int, List[int]]:
         """Put a failed batch back with its error, and store when anyone may send again.
 
-        Rows first tried before ``give_up_before`` are dead-lettered instead (retried for too
-        long). Returns ``(released, dead_ids)``. Only rows this owner still holds change.
+        ``retry_at`` (a ``time.time()``) becomes the shared backoff of every process on the
+        file; ``None`` leaves the backoff alone. ``count_failure=False`` neither counts an
+        attempt nor a failure (the batch was not the problem, e.g. a bad write key). Rows
+        first tried before ``give_up_before`` are dead-lettered instead (retried for too long).
+        Returns ``(released, dead_ids)``. Only rows this owner still holds change.
         """
         ids = list(ids)
 
@@ -732,17 +735,11 @@ class MessageStore(SQLiteAckQueue):
                 ).rowcount
             if dead:
                 self._mark_dead(conn, dead, None, f"gave up retrying: {error}", time.time())
-            if count_failure:
-                conn.execute(
-                    "UPDATE state SET failures = failures + 1, retry_at = MAX(retry_at, ?), "
-                    "last_error = ? WHERE id = 0",
-                    (retry_at, error),
-                )
-            else:
-                conn.execute(
-                    "UPDATE state SET retry_at = MAX(retry_at, ?), last_error = ? WHERE id = 0",
-                    (retry_at, error),
-                )
+            conn.execute(
+                "UPDATE state SET failures = failures + ?, retry_at = MAX(retry_at, ?), "
+                "last_error = ? WHERE id = 0",
+                (int(count_failure), retry_at or 0, error),
+            )
             return released - len(dead), dead
 
         return self._write(work)
@@ -875,6 +872,21 @@ class MessageStore(SQLiteAckQueue):
 
     def last_id(self) -> int:
         return self._read("SELECT COALESCE(MAX(id), 0) FROM messages")[0][0]
+
+    def pending_count(self, last_id: int) -> int:
+        """How many messages with id <= ``last_id`` are still waiting or in flight."""
+        return self._read(
+            "SELECT COUNT(*) FROM messages WHERE status IN (?, ?) AND id <= ?",
+            (Status.READY, Status.LEASED, last_id),
+        )[0][0]
+
+    def ready_sizes(self, last_id: int) -> List[int]:
+        """Sizes of the ready messages with id <= ``last_id``, oldest first (a dry-run drain)."""
+        rows = self._read(
+            "SELECT size FROM messages WHERE status = ? AND id <= ? ORDER BY id",
+            (Status.READY, last_id),
+        )
+        return [row[0] for row in rows]
 
     def stats(self) -> Stats:
         with self.tran_lock:

@@ -94,6 +94,7 @@ class Worker:
         self._flushers = 0
         self._appended = 0
         self._thread: Optional[threading.Thread] = None
+        self._paused_until = 0.0  # a refused write key pauses this process only
 
     # ----------------------------------------------------------------------------------------
     # Background thread
@@ -156,9 +157,9 @@ class Worker:
         ``flush_interval``) or ``"idle"`` (nothing ready; other takers may hold leases).
         """
         now = self.clock()
-        backoff = self.store.backoff()
-        if backoff.retry_at > now:
-            return backoff.retry_at - now, "backoff"
+        retry_at = max(self.store.backoff().retry_at, self._paused_until)
+        if retry_at > now:
+            return retry_at - now, "backoff"
         count, oldest = self.store.ready_summary(self.flush_at)
         if count == 0:
             expiry = self.store.next_lease_expiry()
@@ -243,6 +244,7 @@ class Worker:
         auth = outcome.kind is Kind.AUTH
         if auth:
             wait = self.auth_pause
+            self._paused_until = now + wait
             log.error(
                 "the server refused the write key (%s): sending is paused for %gs and %d "
                 "message(s) are kept on disk. Check the write key.",
@@ -263,7 +265,7 @@ class Worker:
             self.owner,
             ids,
             error=outcome.reason,
-            retry_at=now + wait,
+            retry_at=None if auth else now + wait,
             give_up_before=now - self.policy.max_retry_age,
             count_failure=not auth,
         )
@@ -325,8 +327,9 @@ class Worker:
             self._flushers -= 1
 
     def _hopeless(self, remaining: float) -> bool:
-        """The shared backoff ends after the deadline: waiting cannot help."""
-        return self.store.backoff().retry_at - self.clock() > remaining
+        """The backoff (shared, or this process's pause) ends after the deadline."""
+        retry_at = max(self.store.backoff().retry_at, self._paused_until)
+        return retry_at - self.clock() > remaining
 
     def deliver_until(
         self,
