@@ -17,7 +17,9 @@ FAST_RETRY = RetryPolicy(initial=0.01, maximum=0.05, retry_after_max=1.0)
 
 
 @pytest.fixture(autouse=True)
-def _private_data_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _private_data_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Default queue paths resolve under a temp dir, never the real user's data directory."""
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg")))
     monkeypatch.delenv("DEBUG", raising=False)
@@ -50,7 +52,10 @@ def make_client(collector: Collector, queue_file: Path) -> Iterator[Callable[...
             gzip=True,
         )
         settings.update(options)
-        client = Client(options.pop("write_key", "test-key"), **{k: v for k, v in settings.items() if k != "write_key"})
+        client = Client(
+            options.pop("write_key", "test-key"),
+            **{k: v for k, v in settings.items() if k != "write_key"},
+        )
         made.append(client)
         return client
 
@@ -67,5 +72,7 @@ def run_python(code: str, *args: str) -> List[str]:
 @pytest.fixture
 def child_env(tmp_path: Path) -> dict:
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = (
+        str(Path(__file__).resolve().parent.parent) + os.pathsep + env.get("PYTHONPATH", "")
+    )
     return env
