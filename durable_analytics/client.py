@@ -15,7 +15,7 @@ import time
 import weakref
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
-from .errors import ConfigError
+from .errors import ConfigError, ValidationError
 from .messages import (
     DEFAULT_MAX_MESSAGE_BYTES,
     Alias,
@@ -177,7 +177,16 @@ class Client:
             )
         if max_message_bytes > max_batch_bytes:
             raise ConfigError("max_message_bytes must not exceed max_batch_bytes")
+        if isinstance(timeout, tuple) and len(timeout) != 2:
+            raise ConfigError(f"timeout={timeout!r}: use seconds, or a (connect, read) pair")
         connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+        for name, callback in (("on_error", on_error), ("on_delivery", on_delivery)):
+            if callback is not None and not callable(callback):
+                raise ConfigError(f"{name}={callback!r}: use a function, or None")
+        if proxies is not None and not isinstance(proxies, Mapping):
+            raise ConfigError(
+                f"proxies={proxies!r}: use a dict such as {{'https': 'http://host:3128'}}"
+            )
         _positive("timeout", connect)
         _positive("timeout", read)
         if retry_policy is None:
@@ -207,9 +216,12 @@ class Client:
         self.on_delivery = on_delivery
         configure_logging(debug, log_handler)
 
-        self._encoder = Encoder(
-            max_message_bytes=max_message_bytes, default_context=default_context
-        )
+        try:
+            self._encoder = Encoder(
+                max_message_bytes=max_message_bytes, default_context=default_context
+            )
+        except ValidationError as exc:
+            raise ConfigError(str(exc)) from None
         self._lock = threading.Lock()
         self._last_id = 0
         self._closed = False

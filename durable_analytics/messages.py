@@ -13,11 +13,13 @@ import decimal
 import enum
 import json
 import math
+import os
 import re
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Dict, NamedTuple, Optional, Tuple, Union
+from typing import Any, Callable, ClassVar, Dict, NamedTuple, Optional, Tuple, Union
 
 from ._version import __version__
 from .errors import FieldTypeError, MessageTooLarge, ValidationError
@@ -136,7 +138,10 @@ def normalize(value: Any, path: str = "") -> Any:
     Dates become ISO 8601, ``Decimal`` a number, ``UUID`` a string, an ``Enum`` its value,
     tuples and sets lists, bytes UTF-8 text. The input is never mutated.
     """
-    return _normalize(value, path, set())
+    try:
+        return _normalize(value, path, set())
+    except RecursionError:
+        raise ValidationError(f"{_describe(path)}: nested too deeply for JSON") from None
 
 
 def _normalize(value: Any, path: str, active: set) -> Any:
@@ -195,7 +200,12 @@ def _convert(value: Any, path: str, active: set) -> Any:
     if isinstance(value, decimal.Decimal):
         if not value.is_finite():
             raise ValidationError(f"{_describe(path)}: {value!r} is not allowed in JSON")
-        return int(value) if value == value.to_integral_value() else float(value)
+        if value == value.to_integral_value() and (value.is_zero() or value.adjusted() < 4300):
+            return int(value)
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValidationError(f"{_describe(path)}: {value!r} is out of range for a JSON number")
+        return number
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
@@ -211,8 +221,15 @@ def _convert(value: Any, path: str, active: set) -> Any:
 
 
 def _find_bad_text(value: Any, path: str) -> None:
-    """Locate a string JSON cannot carry as UTF-8 (a lone surrogate) and name it."""
-    if isinstance(value, str):
+    """Locate what JSON cannot carry (a lone surrogate, an int over Python's digit limit)."""
+    if type(value) is int:
+        try:
+            str(value)
+        except ValueError:
+            raise ValidationError(
+                f"{_describe(path)}: integer of {value.bit_length()} bits is too large for JSON"
+            ) from None
+    elif isinstance(value, str):
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
@@ -263,8 +280,8 @@ def format_timestamp(value: Optional[Timestamp], field: str = "timestamp") -> st
     machine's local time, as ``datetime.astimezone`` does.
     """
     if value is None:
-        moment = _dt.datetime.now(_dt.timezone.utc)
-    elif isinstance(value, _dt.datetime):
+        return _utc_now()
+    if isinstance(value, _dt.datetime):
         moment = value
     elif isinstance(value, str):
         try:
@@ -309,15 +326,85 @@ def _text(value: Any, field: str, required: bool) -> Optional[str]:
     return value
 
 
+_MAX_PLAIN_DEPTH = 32
+
+
+def _is_plain(value: Any, depth: int = 0) -> bool:
+    """Whether ``value`` is JSON as it stands (the common case), so it need not be copied.
+
+    The depth bound makes a circular structure fall through to the full walk, which names it.
+    """
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return True
+    if kind is float:
+        return value - value == 0.0  # false for NaN and the infinities
+    if depth > _MAX_PLAIN_DEPTH:
+        return False
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or not _is_plain(item, depth + 1):
+                return False
+        return True
+    if kind is list:
+        return all(_is_plain(item, depth + 1) for item in value)
+    return False
+
+
 def _mapping(value: Any, field: str) -> Dict[str, Any]:
+    """A JSON-ready mapping: the caller's own dict when it needs no change (it is only read
+    and serialised, never mutated), else a normalised copy."""
     if value is None:
         return {}
+    if type(value) is dict and _is_plain(value):
+        return value
     if not isinstance(value, Mapping):
         raise FieldTypeError(f"{field}: expected a dict (mapping), got {type(value).__name__}")
-    return _normalize_mapping(value, field, set())
+    try:
+        return _normalize_mapping(value, field, set())
+    except RecursionError:
+        raise ValidationError(f"{field}: nested too deeply for JSON") from None
 
 
-_DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+def _make_dumps() -> Callable[[Any], str]:
+    """Compact, strict JSON. The C encoder is built once, not per call (a quarter faster);
+    values reaching it were normalised, so its own circular-reference check is not needed."""
+    try:
+        from json.encoder import c_make_encoder, encode_basestring
+    except ImportError:  # pragma: no cover - CPython always has it
+        c_make_encoder = None
+    if c_make_encoder is None:  # pragma: no cover
+        return json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+    def refuse(value: Any) -> Any:
+        raise TypeError(f"object of type {type(value).__name__} is not JSON serialisable")
+
+    encoder = c_make_encoder(None, refuse, encode_basestring, None, ":", ",", False, False, False)
+    return lambda value: "".join(encoder(value, 0))
+
+
+_DUMPS = _make_dumps()
+
+
+def _new_message_id() -> str:
+    """A random (version 4) UUID, as text; a third of ``str(uuid.uuid4())``'s cost."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+
+_clock_cache: Tuple[int, str] = (-1, "")
+
+
+def _utc_now() -> str:
+    """Now, as ISO 8601 UTC with milliseconds; the date part is formatted once a second."""
+    global _clock_cache
+    now = time.time()
+    second = int(now)
+    cached_second, prefix = _clock_cache
+    if second != cached_second:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _clock_cache = (second, prefix)
+    return f"{prefix}.{int((now - second) * 1000):03d}+00:00"
 
 
 class Encoder:
@@ -375,7 +462,7 @@ class Encoder:
         wire["integrations"] = integrations
         wire["timestamp"] = format_timestamp(message.timestamp)
         message_id = _id(message.message_id, "message_id", False)
-        wire["messageId"] = message_id if message_id is not None else str(uuid.uuid4())
+        wire["messageId"] = message_id if message_id is not None else _new_message_id()
         return wire
 
     @staticmethod
@@ -401,7 +488,11 @@ class Encoder:
     def encode(self, message: Message) -> Encoded:
         """Validate ``message`` and return its id and wire JSON; raise before anything is stored."""
         wire = self.to_wire(message)
-        text = _DUMPS(wire)
+        try:
+            text = _DUMPS(wire)
+        except ValueError:
+            _find_bad_text(wire, "")
+            raise
         try:
             size = len(text.encode("utf-8"))
         except UnicodeEncodeError:

@@ -11,9 +11,10 @@ import datetime as _dt
 import email.utils
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-import tenacity
+if TYPE_CHECKING:  # imported on first use: `import durable_analytics` stays light
+    import tenacity
 
 __all__ = ["RetryPolicy", "parse_retry_after", "DEFAULT_RETRY_POLICY"]
 
@@ -77,6 +78,8 @@ class RetryPolicy:
             raise ConfigError("RetryPolicy maximum must be at least initial")
 
     def _strategy(self) -> tenacity.wait.wait_base:
+        import tenacity
+
         if self.jitter:
             return tenacity.wait_random_exponential(multiplier=self.initial, max=self.maximum)
         return tenacity.wait_exponential(multiplier=self.initial, max=self.maximum)
@@ -85,6 +88,8 @@ class RetryPolicy:
         """Seconds to wait after the ``failures``-th failure in a row (1 for the first)."""
         if retry_after is not None:
             return min(max(0.0, retry_after), self.retry_after_max)
+        import tenacity
+
         state = tenacity.RetryCallState(None, None, (), {})  # type: ignore[arg-type]
         state.attempt_number = max(1, failures)
         return float(self._strategy()(state))

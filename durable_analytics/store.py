@@ -16,7 +16,9 @@ the parts that are unsafe with several processes on one file are replaced (see
 
 Rows are JSON text (never pickle). A row is ``READY`` until leased, ``LEASED`` by one taker for
 one upload attempt, and then deleted (accepted), ``READY`` again (released with a retry time) or
-``DEAD`` (rejected by the server: kept with its status and reason until requeued or purged).
+moved to ``dead_letters`` (rejected by the server: kept with its status and reason until
+requeued or purged). Keeping dead letters in their own table leaves the queue table in rowid
+order with no index to maintain on append, the path every call takes.
 """
 
 from __future__ import annotations
@@ -62,10 +64,15 @@ DEFAULT_MAX_QUEUE_BYTES = 1_000_000_000
 BUSY_TIMEOUT = 30.0
 _CHUNK = 500  # ids per IN (...) list: below SQLite's oldest variable limit of 999
 _DROP_WARNING_INTERVAL = 1.0
+_WAL_KEEP_BYTES = 8 * 1024 * 1024  # a WAL file is truncated to this after a checkpoint
+_WAL_CHECKPOINT_BYTES = 4 * 1024 * 1024  # the worker checkpoints past this
+_WAL_AUTOCHECKPOINT_PAGES = 16384  # 64 MB of 4 KB pages: the fallback when no worker runs
+_LARGEST_MESSAGE = 32_768  # bytes one append can add, at most, under the default message limit
 
 
 class Status(enum.IntEnum):
-    """A row's state. The numbers are stored in the file; never renumber them."""
+    """A message's state. READY and LEASED are stored in ``messages.status``; DEAD means the
+    row lives in the ``dead_letters`` table. The numbers are in the file: never renumber them."""
 
     READY = 1
     LEASED = 2
@@ -199,8 +206,10 @@ def _marks(ids: Sequence[int]) -> str:
 
 
 _SCHEMA = (
+    # Only READY and LEASED rows live here, so the rowid order is the queue order and an
+    # append writes one table page and nothing else: no index, no trigger, no counter row.
     """CREATE TABLE IF NOT EXISTS messages (
-        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        id            INTEGER PRIMARY KEY,
         data          TEXT    NOT NULL,
         size          INTEGER NOT NULL,
         created       REAL    NOT NULL,
@@ -209,15 +218,23 @@ _SCHEMA = (
         first_attempt REAL,
         lease_owner   TEXT,
         lease_expires REAL,
-        error         TEXT,
-        http_status   INTEGER,
-        dead_at       REAL
+        error         TEXT
     )""",
-    "CREATE INDEX IF NOT EXISTS messages_by_status ON messages (status, id)",
+    # A partial index: maintained only when a row is leased or settled, never on append.
+    "CREATE INDEX IF NOT EXISTS messages_leased ON messages (lease_expires) WHERE status = 2",
+    """CREATE TABLE IF NOT EXISTS dead_letters (
+        id            INTEGER PRIMARY KEY,
+        data          TEXT    NOT NULL,
+        size          INTEGER NOT NULL,
+        created       REAL    NOT NULL,
+        attempts      INTEGER NOT NULL,
+        http_status   INTEGER,
+        reason        TEXT,
+        dead_at       REAL    NOT NULL
+    )""",
+    # What every process must agree on: the shared backoff and the running totals.
     """CREATE TABLE IF NOT EXISTS state (
         id            INTEGER PRIMARY KEY CHECK (id = 0),
-        count         INTEGER NOT NULL DEFAULT 0,
-        bytes         INTEGER NOT NULL DEFAULT 0,
         dropped       INTEGER NOT NULL DEFAULT 0,
         delivered     INTEGER NOT NULL DEFAULT 0,
         retry_at      REAL    NOT NULL DEFAULT 0,
@@ -225,13 +242,10 @@ _SCHEMA = (
         last_error    TEXT
     )""",
     "INSERT OR IGNORE INTO state (id) VALUES (0)",
-    """CREATE TRIGGER IF NOT EXISTS messages_counted_in AFTER INSERT ON messages BEGIN
-        UPDATE state SET count = count + 1, bytes = bytes + NEW.size WHERE id = 0;
-    END""",
-    """CREATE TRIGGER IF NOT EXISTS messages_counted_out AFTER DELETE ON messages BEGIN
-        UPDATE state SET count = count - 1, bytes = bytes - OLD.size WHERE id = 0;
-    END""",
 )
+_INSERT = "INSERT INTO messages (data, size, created) VALUES (?, ?, ?)"
+# Bytes in use: pages holding data. Read from the file header; constant time.
+_PAGES_USED = "SELECT page_count - freelist_count FROM pragma_page_count(), pragma_freelist_count()"
 
 # Stores alive in this process, so that a fork can give each a fresh connection and lock.
 _STORES: weakref.WeakSet[MessageStore] = weakref.WeakSet()
@@ -289,6 +303,9 @@ class MessageStore(SQLiteAckQueue):
         self.max_queue_bytes = max_queue_bytes
         self.max_queue_messages = max_queue_messages
         self.overflow = overflow
+        self._unchecked = 0  # appends left before the limits are read again
+        self._maintenance: Optional[sqlite3.Connection] = None  # the worker's checkpoints
+        self._unchecked = 0  # appends left before the limits are read again
         self._dropped_unreported = 0
         self._last_drop_warning = 0.0
         self._pid = os.getpid()
@@ -325,6 +342,7 @@ class MessageStore(SQLiteAckQueue):
         self.put_event = threading.Event()
         self.action_lock = threading.Lock()
         self._conn = self._getter = self._putter = self._connect()
+        self._page_size = self._conn.execute("PRAGMA page_size").fetchone()[0]
         self.total = 0
 
     def _new_db_connection(
@@ -338,7 +356,11 @@ class MessageStore(SQLiteAckQueue):
         )
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={DURABILITY_MODES[self.durability]}")
-        conn.execute("PRAGMA journal_size_limit=8388608")
+        conn.execute(f"PRAGMA journal_size_limit={_WAL_KEEP_BYTES}")
+        # Checkpoints (copying the WAL into the file, with an fsync) are the worker's job, on
+        # its own connection (see maintain()), so that no call waits for one. This much higher
+        # automatic threshold only bounds the WAL of a process that never runs a worker.
+        conn.execute(f"PRAGMA wal_autocheckpoint={_WAL_AUTOCHECKPOINT_PAGES}")
         conn.execute("PRAGMA temp_store=MEMORY")
         return conn
 
@@ -367,7 +389,7 @@ class MessageStore(SQLiteAckQueue):
         try:
             if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
                 tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-                if tables - {"messages", "state", "sqlite_sequence"}:
+                if tables - {"messages", "dead_letters", "state", "sqlite_sequence"}:
                     raise QueueCorrupt(
                         f"{self.file} is an SQLite file but not a durable-analytics queue "
                         f"(it has tables {sorted(tables)}); point queue_path at another file"
@@ -382,9 +404,10 @@ class MessageStore(SQLiteAckQueue):
 
     def _forget_connection(self) -> None:
         """In a forked child: park the parent's connection and start with fresh locks."""
-        if self._conn is not None:
-            _INHERITED.append(self._conn)
-        self._conn = self._getter = self._putter = None
+        for conn in (self._conn, self._maintenance):
+            if conn is not None:
+                _INHERITED.append(conn)
+        self._conn = self._getter = self._putter = self._maintenance = None
         self.tran_lock = threading.Lock()
         self.action_lock = threading.Lock()
         self._pid = os.getpid()
@@ -399,9 +422,11 @@ class MessageStore(SQLiteAckQueue):
     def close(self) -> None:
         """Close this process's connection. A later call reopens it."""
         with self.tran_lock:
-            if self._conn is not None and self._pid == os.getpid():
-                self._conn.close()
-            self._conn = self._getter = self._putter = None
+            if self._pid == os.getpid():
+                for conn in (self._conn, self._maintenance):
+                    if conn is not None:
+                        conn.close()
+            self._conn = self._getter = self._putter = self._maintenance = None
 
     def __del__(self) -> None:
         try:
@@ -481,12 +506,13 @@ class MessageStore(SQLiteAckQueue):
         with self.tran_lock:
             conn = self._db()
             try:
-                count, total = conn.execute("SELECT count, bytes FROM state").fetchone()
-                if not self._over_limit(count + 1, total + size):
-                    return conn.execute(
-                        "INSERT INTO messages (data, size, created) VALUES (?, ?, ?)",
-                        (data, size, created),
-                    ).lastrowid
+                if self._unchecked > 0:
+                    self._unchecked -= 1
+                    return conn.execute(_INSERT, (data, size, created)).lastrowid
+                count, used = self._usage(conn, 1, size)
+                if not self._over_limit(count, used):
+                    self._unchecked = self._safe_appends(count, used)
+                    return conn.execute(_INSERT, (data, size, created)).lastrowid
             except sqlite3.Error as exc:
                 raise self._translate(exc) from exc
         ids = self.append_many([(data, size)], now=created)
@@ -498,19 +524,19 @@ class MessageStore(SQLiteAckQueue):
         """Commit many messages in one transaction, applying the overflow policy."""
         created = time.time() if now is None else now
 
-        def work(conn: sqlite3.Connection) -> List[int]:
+        def work(conn: sqlite3.Connection) -> Tuple[List[int], int]:
             incoming = list(items)
-            count, total = conn.execute("SELECT count, bytes FROM state").fetchone()
-            need_count = count + len(incoming)
-            need_bytes = total + sum(size for _, size in incoming)
+            need_count, need_bytes = self._usage(
+                conn, len(incoming), sum(size for _, size in incoming)
+            )
             dropped = 0
             if self._over_limit(need_count, need_bytes):
                 if self.overflow == "raise":
                     raise QueueFull(
-                        f"{self.file} is full ({count:,} messages, {total:,} bytes; limits "
-                        f"{self.max_queue_messages or '-'} messages, {self.max_queue_bytes or '-'} "
-                        "bytes): the message was not stored. Run `durable-analytics drain`, "
-                        "raise max_queue_bytes, or choose overflow='drop_oldest'"
+                        f"{self.file} is full (limits: {self.max_queue_messages or '-'} "
+                        f"messages, {self.max_queue_bytes or '-'} bytes): the message was not "
+                        "stored. Run `durable-analytics drain`, raise max_queue_bytes, or "
+                        "choose overflow='drop_oldest'"
                     )
                 if self.overflow == "drop_newest":
                     while incoming and self._over_limit(need_count, need_bytes):
@@ -519,17 +545,12 @@ class MessageStore(SQLiteAckQueue):
                         need_bytes -= size
                         dropped += 1
                 else:
-                    dropped = self._drop_oldest(conn, need_count, need_bytes)
+                    dropped = self._drop_oldest(conn, incoming)
                 if dropped:
                     conn.execute("UPDATE state SET dropped = dropped + ? WHERE id = 0", (dropped,))
-            ids = []
-            for data, size in incoming:
-                ids.append(
-                    conn.execute(
-                        "INSERT INTO messages (data, size, created) VALUES (?, ?, ?)",
-                        (data, size, created),
-                    ).lastrowid
-                )
+            ids = [
+                conn.execute(_INSERT, (data, size, created)).lastrowid for data, size in incoming
+            ]
             return ids, dropped
 
         ids, dropped = self._write(work)
@@ -537,30 +558,69 @@ class MessageStore(SQLiteAckQueue):
             self._warn_dropped(dropped)
         return ids
 
+    def _usage(self, conn: sqlite3.Connection, more: int, more_bytes: int) -> Tuple[int, int]:
+        """(messages, bytes) the file would hold with ``more`` messages of ``more_bytes`` added.
+
+        Bytes are the file's pages in use (per-row overhead included), read in constant time.
+        Messages are counted only under a message limit: first as the id span (an upper
+        bound, one lookup), exactly only when that bound is over the limit.
+        """
+        used = more_bytes
+        if self.max_queue_bytes is not None:
+            used += conn.execute(_PAGES_USED).fetchone()[0] * self._page_size
+        if self.max_queue_messages is None:
+            return more, used
+        span, dead = conn.execute(
+            "SELECT (SELECT COALESCE(MAX(id) - MIN(id) + 1, 0) FROM messages), "
+            "(SELECT COUNT(*) FROM dead_letters)"
+        ).fetchone()
+        if span + dead + more > self.max_queue_messages:
+            span = conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+        return span + dead + more, used
+
+    def _safe_appends(self, count: int, used: int) -> int:
+        """How many appends may skip the limit check: a quarter of the headroom, at most 100,
+        so that the limits hold (to within a few messages) even with other processes appending,
+        while a queue far from full pays for no check at all on most calls."""
+        room = 100
+        if self.max_queue_messages is not None:
+            room = min(room, (self.max_queue_messages - count) // 4)
+        if self.max_queue_bytes is not None:
+            room = min(room, (self.max_queue_bytes - used) // (4 * _LARGEST_MESSAGE))
+        return max(0, room)
+
     def _over_limit(self, count: int, total: int) -> bool:
         return (self.max_queue_messages is not None and count > self.max_queue_messages) or (
             self.max_queue_bytes is not None and total > self.max_queue_bytes
         )
 
-    def _drop_oldest(self, conn: sqlite3.Connection, count: int, total: int) -> int:
-        """Delete the oldest rows nobody holds a lease on until the new ones fit."""
+    def _drop_oldest(self, conn: sqlite3.Connection, incoming: Sequence[Tuple[str, int]]) -> int:
+        """Delete the oldest rows nobody holds a lease on until ``incoming`` fits.
+
+        Waiting messages go first, oldest first; dead letters only when nothing else is left.
+        """
+        more, more_bytes = len(incoming), sum(size for _, size in incoming)
         dropped = 0
-        while self._over_limit(count, total):
-            victims = conn.execute(
-                "SELECT id, size FROM messages WHERE status != ? ORDER BY id LIMIT 256",
-                (Status.LEASED,),
-            ).fetchall()
-            if not victims:
-                break
-            chosen = []
-            for row_id, size in victims:
-                chosen.append(row_id)
-                count -= 1
-                total -= size
-                if not self._over_limit(count, total):
+        for table, where in (("messages", f"status = {int(Status.READY)}"), ("dead_letters", "1")):
+            while True:
+                count, used = self._usage(conn, more, more_bytes)
+                over_count = count - (self.max_queue_messages or count)
+                over_bytes = used - (self.max_queue_bytes or used)
+                if over_count <= 0 and over_bytes <= 0:
+                    return dropped
+                victims = []
+                freed = 0
+                for row_id, size in conn.execute(
+                    f"SELECT id, size FROM {table} WHERE {where} ORDER BY id LIMIT 1000"
+                ):
+                    victims.append(row_id)
+                    freed += size
+                    if len(victims) >= over_count and freed >= over_bytes:
+                        break
+                if not victims:
                     break
-            conn.execute(f"DELETE FROM messages WHERE id IN ({_marks(chosen)})", chosen)
-            dropped += len(chosen)
+                conn.execute(f"DELETE FROM {table} WHERE id IN ({_marks(victims)})", victims)
+                dropped += len(victims)
         return dropped
 
     def _warn_dropped(self, dropped: int) -> None:
@@ -682,8 +742,7 @@ class MessageStore(SQLiteAckQueue):
             deleted = 0
             for part in _chunks(ids):
                 deleted += conn.execute(
-                    f"DELETE FROM messages WHERE status != ? AND id IN ({_marks(part)})",
-                    (Status.DEAD, *part),
+                    f"DELETE FROM messages WHERE id IN ({_marks(part)})", part
                 ).rowcount
             conn.execute(
                 "UPDATE state SET delivered = delivered + ?, failures = 0, retry_at = 0 "
@@ -727,20 +786,21 @@ class MessageStore(SQLiteAckQueue):
                             (Status.LEASED, owner, give_up_before, *part),
                         )
                     ]
+            if dead:
+                self._move_dead(conn, owner, dead, None, f"gave up retrying: {error}", 1)
+            for part in _chunks(ids):
                 released += conn.execute(
                     "UPDATE messages SET status = ?, lease_owner = NULL, lease_expires = NULL, "
                     "attempts = attempts + ?, error = ? "
                     f"WHERE status = ? AND lease_owner = ? AND id IN ({_marks(part)})",
                     (Status.READY, int(count_failure), error, Status.LEASED, owner, *part),
                 ).rowcount
-            if dead:
-                self._mark_dead(conn, dead, None, f"gave up retrying: {error}", time.time())
             conn.execute(
                 "UPDATE state SET failures = failures + ?, retry_at = MAX(retry_at, ?), "
                 "last_error = ? WHERE id = 0",
                 (int(count_failure), retry_at or 0, error),
             )
-            return released - len(dead), dead
+            return released, dead
 
         return self._write(work)
 
@@ -751,42 +811,41 @@ class MessageStore(SQLiteAckQueue):
         ids = list(ids)
 
         def work(conn: sqlite3.Connection) -> int:
-            held = []
-            for part in _chunks(ids):
-                held += [
-                    r[0]
-                    for r in conn.execute(
-                        f"SELECT id FROM messages WHERE status = ? AND lease_owner = ? "
-                        f"AND id IN ({_marks(part)})",
-                        (Status.LEASED, owner, *part),
-                    )
-                ]
-            self._mark_dead(conn, held, http_status, reason, time.time())
+            moved = self._move_dead(conn, owner, ids, http_status, reason, 0)
             conn.execute("UPDATE state SET last_error = ? WHERE id = 0", (reason,))
-            return len(held)
+            return moved
 
         return self._write(work)
 
     @staticmethod
-    def _mark_dead(
+    def _move_dead(
         conn: sqlite3.Connection,
+        owner: str,
         ids: Sequence[int],
         http_status: Optional[int],
         reason: str,
-        now: float,
-    ) -> None:
+        extra_attempts: int,
+    ) -> int:
+        """Move rows ``owner`` holds from the queue to the dead letters, keeping their ids."""
+        moved = 0
+        now = time.time()
         for part in _chunks(list(ids)):
-            conn.execute(
-                "UPDATE messages SET status = ?, http_status = ?, error = ?, dead_at = ?, "
-                f"lease_owner = NULL, lease_expires = NULL WHERE id IN ({_marks(part)})",
-                (Status.DEAD, http_status, reason, now, *part),
-            )
+            held = f"status = {int(Status.LEASED)} AND lease_owner = ? AND id IN ({_marks(part)})"
+            moved += conn.execute(
+                "INSERT INTO dead_letters (data, size, created, attempts, http_status, "
+                "reason, dead_at) SELECT data, size, created, attempts + ?, ?, ?, ? "
+                f"FROM messages WHERE {held} ORDER BY id",
+                (extra_attempts, http_status, reason, now, owner, *part),
+            ).rowcount
+            conn.execute(f"DELETE FROM messages WHERE {held}", (owner, *part))
+        return moved
 
+    @staticmethod
     def _dead_filter(
-        self, ids: Optional[Sequence[int]], older_than: Optional[float]
+        ids: Optional[Sequence[int]], older_than: Optional[float]
     ) -> Tuple[str, List[Any]]:
-        sql = "status = ?"
-        params: List[Any] = [Status.DEAD]
+        sql = "1"
+        params: List[Any] = []
         if ids is not None:
             sql += f" AND id IN ({_marks(ids)})" if ids else " AND 0"
             params += list(ids)
@@ -798,27 +857,31 @@ class MessageStore(SQLiteAckQueue):
     def dead_letters(self, limit: int = 100, offset: int = 0) -> List[DeadLetter]:
         """Rejected messages, oldest first."""
         rows = self._read(
-            "SELECT id, data, http_status, error, attempts, created, dead_at FROM messages "
-            "WHERE status = ? ORDER BY id LIMIT ? OFFSET ?",
-            (Status.DEAD, limit, offset),
+            "SELECT id, data, http_status, reason, attempts, created, dead_at FROM dead_letters "
+            "ORDER BY id LIMIT ? OFFSET ?",
+            (limit, offset),
         )
         return [DeadLetter(*row) for row in rows]
 
     def requeue_dead(
         self, ids: Optional[Sequence[int]] = None, older_than: Optional[float] = None
     ) -> int:
-        """Make dead letters ready again (all, some ids, or those dead for ``older_than`` s)."""
+        """Make dead letters ready again (all, some ids, or those dead for ``older_than`` s).
+
+        They join the end of the queue, in the order they died.
+        """
         where, params = self._dead_filter(ids, older_than)
-        return self._write(
-            lambda conn: (
-                conn.execute(
-                    "UPDATE messages SET status = ?, attempts = 0, first_attempt = NULL, "
-                    "error = NULL, "
-                    f"http_status = NULL, dead_at = NULL WHERE {where}",
-                    (Status.READY, *params),
-                ).rowcount
-            )
-        )
+
+        def work(conn: sqlite3.Connection) -> int:
+            moved = conn.execute(
+                "INSERT INTO messages (data, size, created) "
+                f"SELECT data, size, created FROM dead_letters WHERE {where} ORDER BY id",
+                params,
+            ).rowcount
+            conn.execute(f"DELETE FROM dead_letters WHERE {where}", params)
+            return moved
+
+        return self._write(work)
 
     def purge_dead(
         self, ids: Optional[Sequence[int]] = None, older_than: Optional[float] = None
@@ -826,7 +889,7 @@ class MessageStore(SQLiteAckQueue):
         """Delete dead letters for good."""
         where, params = self._dead_filter(ids, older_than)
         return self._write(
-            lambda conn: conn.execute(f"DELETE FROM messages WHERE {where}", params).rowcount
+            lambda conn: conn.execute(f"DELETE FROM dead_letters WHERE {where}", params).rowcount
         )
 
     # ----------------------------------------------------------------------------------------
@@ -865,8 +928,8 @@ class MessageStore(SQLiteAckQueue):
     def pending_through(self, last_id: int) -> bool:
         """Whether any message with id <= ``last_id`` is still waiting or in flight."""
         rows = self._read(
-            "SELECT 1 FROM messages WHERE status IN (?, ?) AND id <= ? LIMIT 1",
-            (Status.READY, Status.LEASED, last_id),
+            "SELECT 1 FROM messages WHERE id <= ? LIMIT 1",
+            (last_id,),
         )
         return bool(rows)
 
@@ -876,8 +939,8 @@ class MessageStore(SQLiteAckQueue):
     def pending_count(self, last_id: int) -> int:
         """How many messages with id <= ``last_id`` are still waiting or in flight."""
         return self._read(
-            "SELECT COUNT(*) FROM messages WHERE status IN (?, ?) AND id <= ?",
-            (Status.READY, Status.LEASED, last_id),
+            "SELECT COUNT(*) FROM messages WHERE id <= ?",
+            (last_id,),
         )[0][0]
 
     def ready_sizes(self, last_id: int) -> List[int]:
@@ -894,21 +957,21 @@ class MessageStore(SQLiteAckQueue):
                 conn = self._db()
                 conn.execute("BEGIN")
                 try:
-                    count, total, dropped, delivered, retry_at, last_error = conn.execute(
-                        "SELECT count, bytes, dropped, delivered, retry_at, last_error FROM state"
+                    dropped, delivered, retry_at, last_error = conn.execute(
+                        "SELECT dropped, delivered, retry_at, last_error FROM state"
                     ).fetchone()
-                    by_status = {
-                        status: conn.execute(
-                            "SELECT COUNT(*) FROM messages WHERE status = ?", (status,)
-                        ).fetchone()[0]
-                        for status in (Status.LEASED, Status.DEAD)
-                    }
-                    oldest = conn.execute(
-                        "SELECT MIN(created) FROM (SELECT (SELECT created FROM messages "
-                        "WHERE status = ? ORDER BY id LIMIT 1) AS created UNION ALL SELECT "
-                        "(SELECT created FROM messages WHERE status = ? ORDER BY id LIMIT 1))",
-                        (Status.READY, Status.LEASED),
+                    queued, total = conn.execute(
+                        "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages"
+                    ).fetchone()
+                    dead, dead_bytes = conn.execute(
+                        "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM dead_letters"
+                    ).fetchone()
+                    leased = conn.execute(
+                        "SELECT COUNT(*) FROM messages WHERE status = ?", (Status.LEASED,)
                     ).fetchone()[0]
+                    oldest = conn.execute(
+                        "SELECT created FROM messages ORDER BY id LIMIT 1"
+                    ).fetchone()
                 finally:
                     conn.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -920,14 +983,14 @@ class MessageStore(SQLiteAckQueue):
         )
         return Stats(
             path=str(self.file),
-            ready=count - by_status[Status.LEASED] - by_status[Status.DEAD],
-            leased=by_status[Status.LEASED],
-            dead=by_status[Status.DEAD],
+            ready=queued - leased,
+            leased=leased,
+            dead=dead,
             dropped=dropped,
             delivered=delivered,
-            queued_bytes=total,
+            queued_bytes=total + dead_bytes,
             file_bytes=file_bytes,
-            oldest_age_seconds=None if oldest is None else max(0.0, time.time() - oldest),
+            oldest_age_seconds=None if oldest is None else max(0.0, time.time() - oldest[0]),
             last_error=last_error,
             retry_at=retry_at or None,
         )
@@ -938,6 +1001,30 @@ class MessageStore(SQLiteAckQueue):
     def checkpoint(self) -> None:
         """Copy the WAL into the main file and truncate it (bounded disk use)."""
         self._read("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def maintain(self) -> bool:
+        """Checkpoint the WAL once it passes a few MB; called by the worker between batches.
+
+        Runs on a connection of its own and takes no lock of this object, so appends go on
+        while the checkpoint copies pages and syncs the file. PASSIVE: it never waits for,
+        nor blocks, another process. Returns whether it checkpointed.
+        """
+        try:
+            wal_size = os.stat(f"{self.file}-wal").st_size
+        except OSError:
+            return False
+        if wal_size < _WAL_CHECKPOINT_BYTES:
+            return False
+        if self._pid != os.getpid():
+            with self.tran_lock:
+                self._db()
+        try:
+            if self._maintenance is None:
+                self._maintenance = self._new_db_connection(self.file, True, self.timeout)
+            self._maintenance.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+        return True
 
     def vacuum(self) -> None:
         """Rebuild the file to return free pages to the file system."""
@@ -1009,5 +1096,5 @@ class MessageStore(SQLiteAckQueue):
         return self.ready_summary(1)[0] == 0
 
     def full(self) -> bool:
-        count, total = self._read("SELECT count, bytes FROM state")[0]
-        return self._over_limit(count + 1, total + 1)
+        with self.tran_lock:
+            return self._over_limit(*self._usage(self._db(), 1, 1))

@@ -494,7 +494,7 @@ def test_a_row_that_is_not_json_is_dead_lettered_and_the_rest_delivered(
     assert client.flush()
     assert collector.message_ids == {before, after}
     (dead,) = client.store.dead_letters()
-    assert dead.data == "{broken" and "not valid JSON" in dead.reason
+    assert dead.data == "{broken" and dead.http_status == 400  # isolated by splitting
     assert client._worker.running
 
 
@@ -588,3 +588,56 @@ def test_unicode_survives_gzip_and_the_wire(make_client, collector: Collector) -
     client.identify("u", {"name": "Ünïcödé"})
     assert client.flush()
     assert collector.messages[0]["traits"] == {"name": "Ünïcödé"}
+
+
+# ------------------------------------------------------------------------------------------------
+# Process exit
+
+EXIT_SCRIPT = """
+import sys
+from durable_analytics import Client
+client = Client("k", endpoint=sys.argv[1], queue_path=sys.argv[2], flush_at=1000,
+                flush_interval=60, exit_timeout=float(sys.argv[3]))
+for i in range(50):
+    client.track("u", "exit-%d" % i)
+print("recorded", flush=True)
+"""
+
+
+def test_exit_delivers_what_is_queued_within_exit_timeout(
+    collector: Collector, queue_file, child_env
+) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT, collector.url, str(queue_file), "5"],
+        env=child_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "recorded"
+    assert len(collector.message_ids) == 50
+    assert MessageStore(queue_file).stats().ready == 0
+
+
+def test_exit_is_bounded_when_the_server_is_down(
+    collector: Collector, queue_file, child_env
+) -> None:
+    import subprocess
+    import sys
+
+    collector.refuse()
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT, collector.url, str(queue_file), "0.5"],
+        env=child_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started < 10
+    assert MessageStore(queue_file).stats().ready == 50  # all kept for the next run
