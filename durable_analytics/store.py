@@ -235,6 +235,7 @@ _SCHEMA = (
     # What every process must agree on: the shared backoff and the running totals.
     """CREATE TABLE IF NOT EXISTS state (
         id            INTEGER PRIMARY KEY CHECK (id = 0),
+        seq           INTEGER NOT NULL DEFAULT 0,
         dropped       INTEGER NOT NULL DEFAULT 0,
         delivered     INTEGER NOT NULL DEFAULT 0,
         retry_at      REAL    NOT NULL DEFAULT 0,
@@ -243,7 +244,17 @@ _SCHEMA = (
     )""",
     "INSERT OR IGNORE INTO state (id) VALUES (0)",
 )
-_INSERT = "INSERT INTO messages (data, size, created) VALUES (?, ?, ?)"
+# Ids only grow, even after the newest row was deleted (SQLite alone would hand its id out
+# again): a late ack, a flush mark or a drain snapshot names rows by id, so an id must never
+# come back. The high-water mark is written by the deletes (batch operations), so an append
+# only reads it and still writes one page.
+_INSERT = (
+    "INSERT INTO messages (id, data, size, created) VALUES ((SELECT MAX(seq, "
+    "(SELECT COALESCE(MAX(id), 0) FROM messages)) + 1 FROM state WHERE id = 0), ?, ?, ?)"
+)
+_HIGH_WATER = (
+    "UPDATE state SET seq = MAX(seq, (SELECT COALESCE(MAX(id), 0) FROM messages)) WHERE id = 0"
+)
 # Bytes in use: pages holding data. Read from the file header; constant time.
 _PAGES_USED = "SELECT page_count - freelist_count FROM pragma_page_count(), pragma_freelist_count()"
 
@@ -354,6 +365,11 @@ class MessageStore(SQLiteAckQueue):
             isolation_level=None,
             check_same_thread=not multithreading,
         )
+        try:
+            self._refuse_foreign(conn)
+        except BaseException:
+            conn.close()
+            raise
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={DURABILITY_MODES[self.durability]}")
         conn.execute(f"PRAGMA journal_size_limit={_WAL_KEEP_BYTES}")
@@ -376,24 +392,29 @@ class MessageStore(SQLiteAckQueue):
             raise self._translate(exc) from exc
         return conn
 
-    def _migrate(self, conn: sqlite3.Connection) -> None:
+    def _refuse_foreign(self, conn: sqlite3.Connection) -> None:
+        """Before anything is written (even the switch to WAL): is this file ours to use?"""
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version == SCHEMA_VERSION:
-            return
         if version > SCHEMA_VERSION:
             raise QueueError(
                 f"{self.file} was written by a newer durable-analytics (schema {version}, this "
                 f"version reads {SCHEMA_VERSION}): upgrade durable-analytics to read it"
             )
+        if version == 0:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+            if tables - {"messages", "dead_letters", "state", "sqlite_sequence"}:
+                raise QueueCorrupt(
+                    f"{self.file} is an SQLite file but not a durable-analytics queue "
+                    f"(it has tables {sorted(tables)}); point queue_path at another file"
+                )
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+            return
         conn.execute("BEGIN IMMEDIATE")
         try:
             if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
-                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-                if tables - {"messages", "dead_letters", "state", "sqlite_sequence"}:
-                    raise QueueCorrupt(
-                        f"{self.file} is an SQLite file but not a durable-analytics queue "
-                        f"(it has tables {sorted(tables)}); point queue_path at another file"
-                    )
+                self._refuse_foreign(conn)
                 for statement in _SCHEMA:
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -619,6 +640,7 @@ class MessageStore(SQLiteAckQueue):
                         break
                 if not victims:
                     break
+                conn.execute(_HIGH_WATER)
                 conn.execute(f"DELETE FROM {table} WHERE id IN ({_marks(victims)})", victims)
                 dropped += len(victims)
         return dropped
@@ -740,6 +762,7 @@ class MessageStore(SQLiteAckQueue):
 
         def work(conn: sqlite3.Connection) -> int:
             deleted = 0
+            conn.execute(_HIGH_WATER)
             for part in _chunks(ids):
                 deleted += conn.execute(
                     f"DELETE FROM messages WHERE id IN ({_marks(part)})", part
@@ -829,6 +852,7 @@ class MessageStore(SQLiteAckQueue):
         """Move rows ``owner`` holds from the queue to the dead letters, keeping their ids."""
         moved = 0
         now = time.time()
+        conn.execute(_HIGH_WATER)
         for part in _chunks(list(ids)):
             held = f"status = {int(Status.LEASED)} AND lease_owner = ? AND id IN ({_marks(part)})"
             moved += conn.execute(
@@ -873,13 +897,13 @@ class MessageStore(SQLiteAckQueue):
         where, params = self._dead_filter(ids, older_than)
 
         def work(conn: sqlite3.Connection) -> int:
-            moved = conn.execute(
-                "INSERT INTO messages (data, size, created) "
-                f"SELECT data, size, created FROM dead_letters WHERE {where} ORDER BY id",
-                params,
-            ).rowcount
+            rows = conn.execute(
+                f"SELECT data, size, created FROM dead_letters WHERE {where} ORDER BY id", params
+            ).fetchall()
+            for row in rows:
+                conn.execute(_INSERT, row)
             conn.execute(f"DELETE FROM dead_letters WHERE {where}", params)
-            return moved
+            return len(rows)
 
         return self._write(work)
 
