@@ -9,7 +9,7 @@ the parts that are unsafe with several processes on one file are replaced (see
   state and lease owner, so two takers never hold the same row and a stale taker never
   overwrites a live lease;
 - batches are leased, acknowledged (deleted), released and dead-lettered in one transaction
-  each, through an index on ``(status, id)``;
+  each, in id order (no index needed: only waiting and leased rows are in that table);
 - opening a file never resets leases: only expired leases, or leases whose owner process is
   gone, are taken back;
 - counts, sizes, drops and the shared backoff live in the file, so every process sees the same.
@@ -35,7 +35,7 @@ import uuid
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import persistqueue.serializers.json as json_serializer
 from persistqueue.sqlackqueue import SQLiteAckQueue
@@ -65,7 +65,7 @@ BUSY_TIMEOUT = 30.0
 _CHUNK = 500  # ids per IN (...) list: below SQLite's oldest variable limit of 999
 _DROP_WARNING_INTERVAL = 1.0
 _WAL_KEEP_BYTES = 8 * 1024 * 1024  # a WAL file is truncated to this after a checkpoint
-_WAL_CHECKPOINT_BYTES = 4 * 1024 * 1024  # the worker checkpoints past this
+_WAL_CHECKPOINT_BYTES = 16 * 1024 * 1024  # the worker checkpoints past this (each one fsyncs)
 _WAL_AUTOCHECKPOINT_PAGES = 16384  # 64 MB of 4 KB pages: the fallback when no worker runs
 _LARGEST_MESSAGE = 32_768  # bytes one append can add, at most, under the default message limit
 
@@ -79,9 +79,8 @@ class Status(enum.IntEnum):
     DEAD = 9
 
 
-@dataclass(frozen=True)
-class Row:
-    """One stored message, as leased."""
+class Row(NamedTuple):
+    """One stored message, as leased (a tuple: a lease builds hundreds of them at once)."""
 
     id: int
     data: str
@@ -265,13 +264,40 @@ _STORES: weakref.WeakSet[MessageStore] = weakref.WeakSet()
 _INHERITED: List[sqlite3.Connection] = []
 
 
+# The locks the forking thread holds across fork(), per thread: two threads may fork at once.
+_FORK_HELD = threading.local()
+
+
+def _before_fork() -> None:
+    """Hold every store's locks across fork(), so that no thread of this process is inside
+    SQLite at that moment: a child would inherit SQLite's in-process lock state (or a mutex)
+    half-held and wait for it forever, or for busy_timeout, on its first write."""
+    held = []
+    for store in sorted(_STORES, key=id):
+        for lock in (store.tran_lock, store._maintenance_lock):
+            lock.acquire()
+            held.append(lock)
+    _FORK_HELD.locks = held
+
+
+def _after_fork_in_parent() -> None:
+    for lock in reversed(getattr(_FORK_HELD, "locks", [])):
+        lock.release()
+    _FORK_HELD.locks = []
+
+
 def _after_fork_in_child() -> None:
+    _FORK_HELD.locks = []
     for store in list(_STORES):
         store._forget_connection()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )
 
 
 class MessageStore(SQLiteAckQueue):
@@ -314,8 +340,8 @@ class MessageStore(SQLiteAckQueue):
         self.max_queue_bytes = max_queue_bytes
         self.max_queue_messages = max_queue_messages
         self.overflow = overflow
-        self._unchecked = 0  # appends left before the limits are read again
         self._maintenance: Optional[sqlite3.Connection] = None  # the worker's checkpoints
+        self._maintenance_lock = threading.Lock()  # held by checkpoints and across fork()
         self._unchecked = 0  # appends left before the limits are read again
         self._dropped_unreported = 0
         self._last_drop_warning = 0.0
@@ -431,6 +457,7 @@ class MessageStore(SQLiteAckQueue):
         self._conn = self._getter = self._putter = self._maintenance = None
         self.tran_lock = threading.Lock()
         self.action_lock = threading.Lock()
+        self._maintenance_lock = threading.Lock()
         self._pid = os.getpid()
 
     def _db(self) -> sqlite3.Connection:
@@ -1042,12 +1069,13 @@ class MessageStore(SQLiteAckQueue):
         if self._pid != os.getpid():
             with self.tran_lock:
                 self._db()
-        try:
-            if self._maintenance is None:
-                self._maintenance = self._new_db_connection(self.file, True, self.timeout)
-            self._maintenance.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except sqlite3.Error as exc:
-            raise self._translate(exc) from exc
+        with self._maintenance_lock:
+            try:
+                if self._maintenance is None:
+                    self._maintenance = self._new_db_connection(self.file, True, self.timeout)
+                self._maintenance.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from exc
         return True
 
     def vacuum(self) -> None:

@@ -1,0 +1,418 @@
+"""Benchmark durable-analytics against segment-analytics-python, side by side in one run.
+
+Both libraries run in their documented default configuration against the same loopback
+collector (in a process of its own, so its CPU does not count against either client), with
+the same ~300-byte track message. Figures are noisy on a shared machine; the ratios, taken in
+one run, are what to read.
+
+    python -m pip install -e '.[bench]'
+    python tools/bench.py                 # full run, a few minutes
+    python tools/bench.py --quick         # smaller counts, under a minute
+    python tools/bench.py --json out.json # also write the figures as JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+PROPERTIES = {"plan": "Enterprise", "amount": 42.5, "currency": "USD", "coupon": "WINTER"}
+
+COLLECTOR = textwrap.dedent(
+    """
+    import sys
+    from durable_analytics.testing import Collector
+    collector = Collector().start()
+    print(collector.url, flush=True)
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "count":
+            print(len(collector.message_ids), len(collector.requests), flush=True)
+        elif command == "reset":
+            collector.reset()
+            print("ok", flush=True)
+        else:
+            break
+    collector.stop()
+    """
+)
+
+
+class RemoteCollector:
+    """The loopback collector in a child process, asked for its counts over a pipe."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", COLLECTOR],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        assert self.process.stdout is not None
+        self.url = self.process.stdout.readline().strip()
+
+    def _ask(self, command: str) -> str:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        return self.process.stdout.readline().strip()
+
+    def count(self) -> int:
+        return int(self._ask("count").split()[0])
+
+    def requests(self) -> int:
+        return int(self._ask("count").split()[1])
+
+    def reset(self) -> None:
+        self._ask("reset")
+
+    def wait_for(self, count: int, timeout: float, stall: float = 3.0) -> Tuple[int, float]:
+        """Wait until the collector holds ``count`` distinct messages, or until its count has
+        not moved for ``stall`` seconds (a client that dropped events never gets there).
+        Returns the count reached and the ``perf_counter`` time it was last reached."""
+        started = time.perf_counter()
+        seen, seen_at = -1, started
+        while time.perf_counter() - started < timeout:
+            now_count = self.count()
+            if now_count != seen:
+                seen, seen_at = now_count, time.perf_counter()
+            if seen >= count or time.perf_counter() - seen_at > stall:
+                break
+            time.sleep(0.01)
+        return seen, seen_at
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+def _ours(url: str, queue: str, **options: Any) -> Any:
+    from durable_analytics import Client
+
+    return Client("bench-key", endpoint=url, queue_path=queue, **options)
+
+
+def _segment(url: str, **options: Any) -> Any:
+    from segment.analytics import Client
+
+    logging.getLogger("segment").setLevel(logging.CRITICAL)
+    return Client("bench-key", host=url, **options)
+
+
+def _latencies(call: Callable[[int], Any], count: int) -> List[float]:
+    timings = []
+    clock = time.perf_counter
+    for i in range(count):
+        started = clock()
+        call(i)
+        timings.append(clock() - started)
+    timings.sort()
+    return timings
+
+
+def _summary(timings: List[float]) -> Dict[str, float]:
+    return {
+        "median_us": round(statistics.median(timings) * 1e6, 1),
+        "p99_us": round(timings[int(len(timings) * 0.99)] * 1e6, 1),
+        "p999_us": round(timings[int(len(timings) * 0.999)] * 1e6, 1),
+    }
+
+
+def bench_latency(collector: RemoteCollector, calls: int, workdir: Path) -> Dict[str, Any]:
+    """1. Median and p99 per track() while each library's worker uploads."""
+    ours = _ours(collector.url, str(workdir / "latency.sqlite3"))
+    theirs = _segment(collector.url)
+    result: Dict[str, Any] = {}
+    for name, client in (("durable", ours), ("segment", theirs)):
+        for i in range(200):  # warm up both the same way
+            client.track(f"warm-{i}", "Order Completed", PROPERTIES)
+        timings = _latencies(
+            lambda i, c=client: c.track(f"user-{i:06d}", "Order Completed", PROPERTIES), calls
+        )
+        result[name] = _summary(timings)
+    ours.shutdown(timeout=30)
+    theirs.flush()
+    theirs.shutdown()
+    result["median_ratio"] = round(
+        result["durable"]["median_us"] / result["segment"]["median_us"], 2
+    )
+    return result
+
+
+def bench_end_to_end(collector: RemoteCollector, events: int, workdir: Path) -> Dict[str, Any]:
+    """2. From the first call until the collector has every event: events per second."""
+    result: Dict[str, Any] = {}
+    for name in ("durable", "segment"):
+        collector.reset()
+        if name == "durable":
+            client = _ours(collector.url, str(workdir / "e2e.sqlite3"))
+        else:
+            client = _segment(collector.url)
+        started = time.perf_counter()
+        for i in range(events):
+            client.track(f"user-{i:06d}", "Order Completed", PROPERTIES)
+        delivered, done = collector.wait_for(events, timeout=600)
+        elapsed = done - started
+        result[name] = {
+            "events_per_s": round(delivered / elapsed),
+            "seconds": round(elapsed, 2),
+            "delivered": delivered,
+            "lost": events - delivered,
+            "requests": collector.requests(),
+        }
+        if name == "durable":
+            client.shutdown(timeout=10)
+        else:
+            client.shutdown()
+    result["ratio"] = round(
+        result["durable"]["events_per_s"] / result["segment"]["events_per_s"], 2
+    )
+    return result
+
+
+def bench_drain(collector: RemoteCollector, events: int, workdir: Path) -> Dict[str, Any]:
+    """3. A backlog uploaded by `durable-analytics drain`: events per second."""
+    from durable_analytics.messages import Encoder, Track
+    from durable_analytics.store import MessageStore
+
+    collector.reset()
+    queue = workdir / "drain.sqlite3"
+    store = MessageStore(queue)
+    encoder = Encoder()
+    batch = []
+    for i in range(events):
+        encoded = encoder.encode(
+            Track(user_id=f"user-{i:06d}", event="Order Completed", properties=PROPERTIES)
+        )
+        batch.append((encoded.json, encoded.size))
+        if len(batch) == 10_000:
+            store.append_many(batch)
+            batch = []
+    if batch:
+        store.append_many(batch)
+    store.close()
+    command = [
+        sys.executable, "-m", "durable_analytics", "drain", "--queue", str(queue),
+        "--endpoint", collector.url, "--write-key", "bench-key", "--json", "--timeout", "600",
+    ]  # fmt: skip
+    started = time.perf_counter()
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    elapsed = time.perf_counter() - started
+    return {
+        "events": events,
+        "seconds": round(elapsed, 2),
+        "events_per_s": round(events / elapsed),
+        "exit_code": done.returncode,
+        "delivered": collector.count(),
+        "requests": collector.requests(),
+    }
+
+
+MEMORY_SCRIPT = textwrap.dedent(
+    """
+    import resource, sys, logging
+    name, count, queue = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    props = {"plan": "Enterprise", "amount": 42.5, "currency": "USD", "coupon": "WINTER"}
+    # Nothing listens on port 9: every event stays queued.
+    if name == "durable":
+        from durable_analytics import Client
+        client = Client("bench-key", endpoint="http://127.0.0.1:9", queue_path=queue,
+                        max_queue_bytes=None, exit_timeout=0)
+    else:
+        logging.getLogger("segment").setLevel(logging.CRITICAL)
+        from segment.analytics import Client
+        client = Client("bench-key", host="http://127.0.0.1:9", max_queue_size=count + 1,
+                        max_retries=0)
+    for i in range(count):
+        client.track("user-%06d" % i, "Order Completed", props)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, flush=True)
+    import os
+    os._exit(0)
+    """
+)
+
+
+def bench_memory(events: int, workdir: Path) -> Dict[str, Any]:
+    """4. Peak RSS of a process that holds ``events`` queued events."""
+    result: Dict[str, Any] = {"events": events}
+    for name in ("durable", "segment"):
+        done = subprocess.run(
+            [sys.executable, "-c", MEMORY_SCRIPT, name, str(events), str(workdir / "rss.sqlite3")],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        kib = int(done.stdout.strip().splitlines()[-1])
+        result[name] = {"peak_rss_mb": round(kib / 1024, 1)}
+    return result
+
+
+IDLE_SCRIPT = textwrap.dedent(
+    """
+    import resource, sys, time, logging, os
+    name, seconds, queue, url = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4]
+    if name == "durable":
+        from durable_analytics import Client
+        client = Client("bench-key", endpoint=url, queue_path=queue, exit_timeout=0)
+    else:
+        logging.getLogger("segment").setLevel(logging.CRITICAL)
+        from segment.analytics import Client
+        client = Client("bench-key", host=url)
+    client.track("u", "warm up")
+    time.sleep(1.0)
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    time.sleep(seconds)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    print(used, flush=True)
+    os._exit(0)
+    """
+)
+
+
+def bench_idle(collector: RemoteCollector, seconds: float, workdir: Path) -> Dict[str, Any]:
+    """5. CPU time an idle client uses over ``seconds``."""
+    result: Dict[str, Any] = {"seconds": seconds}
+    for name in ("durable", "segment"):
+        done = subprocess.run(
+            [sys.executable, "-c", IDLE_SCRIPT, name, str(seconds),
+             str(workdir / "idle.sqlite3"), collector.url],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
+        used = float(done.stdout.strip().splitlines()[-1])
+        result[name] = {
+            "cpu_seconds": round(used, 4),
+            "core_percent": round(100 * used / seconds, 3),
+        }
+    return result
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller counts, under a minute")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    parser.add_argument(
+        "--only", choices=["latency", "e2e", "drain", "memory", "idle"], action="append"
+    )
+    args = parser.parse_args(argv)
+    scale = 0.1 if args.quick else 1.0
+    wanted = set(args.only or ["latency", "e2e", "drain", "memory", "idle"])
+    results: Dict[str, Any] = {
+        "machine": {
+            "python": platform.python_version(),
+            "cores": os.cpu_count(),
+            "sqlite": __import__("sqlite3").sqlite_version,
+        },
+        "quick": args.quick,
+    }
+    from durable_analytics.messages import Encoder, Track
+
+    sample = Encoder().encode(
+        Track(user_id="user-000000", event="Order Completed", properties=PROPERTIES)
+    )
+    results["message_bytes"] = sample.size
+    collector = RemoteCollector()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            workdir = Path(tmp)
+            if "latency" in wanted:
+                results["latency"] = bench_latency(collector, int(20_000 * scale), workdir)
+            if "e2e" in wanted:
+                results["end_to_end"] = bench_end_to_end(collector, int(50_000 * scale), workdir)
+            if "drain" in wanted:
+                results["drain"] = bench_drain(collector, int(100_000 * scale), workdir)
+            if "memory" in wanted:
+                results["memory"] = bench_memory(int(1_000_000 * scale), workdir)
+            if "idle" in wanted:
+                results["idle"] = bench_idle(collector, 10.0 * (0.5 if args.quick else 1), workdir)
+    finally:
+        collector.close()
+    _print_table(results)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def _print_table(results: Dict[str, Any]) -> None:
+    rows = []
+    if "latency" in results:
+        r = results["latency"]
+        rows.append(
+            (
+                "track() median µs",
+                r["durable"]["median_us"],
+                r["segment"]["median_us"],
+                r["median_ratio"],
+            )
+        )
+        rows.append(("track() p99 µs", r["durable"]["p99_us"], r["segment"]["p99_us"], None))
+    if "end_to_end" in results:
+        r = results["end_to_end"]
+        rows.append(
+            (
+                "end to end events/s",
+                r["durable"]["events_per_s"],
+                r["segment"]["events_per_s"],
+                r["ratio"],
+            )
+        )
+        rows.append(("end to end events lost", r["durable"]["lost"], r["segment"]["lost"], None))
+    if "drain" in results:
+        r = results["drain"]
+        rows.append(("drain events/s", r["events_per_s"], None, None))
+    if "memory" in results:
+        r = results["memory"]
+        rows.append(
+            (
+                f"peak RSS MB, {r['events']:,} queued",
+                r["durable"]["peak_rss_mb"],
+                r["segment"]["peak_rss_mb"],
+                None,
+            )
+        )
+    if "idle" in results:
+        r = results["idle"]
+        rows.append(
+            (
+                "idle CPU % of a core",
+                r["durable"]["core_percent"],
+                r["segment"]["core_percent"],
+                None,
+            )
+        )
+    print(
+        f"message: {results['message_bytes']} bytes of JSON; "
+        f"python {results['machine']['python']}, "
+        f"{results['machine']['cores']} cores, sqlite {results['machine']['sqlite']}"
+    )
+    print(f"{'measure':<32}{'durable':>14}{'segment':>14}{'ratio':>8}")
+    for name, ours, theirs, ratio in rows:
+        cell = lambda v: "-" if v is None else f"{v:,}"  # noqa: E731
+        print(f"{name:<32}{cell(ours):>14}{cell(theirs):>14}{cell(ratio):>8}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
