@@ -271,7 +271,9 @@ _FORK_HELD = threading.local()
 def _before_fork() -> None:
     """Hold every store's locks across fork(), so that no thread of this process is inside
     SQLite at that moment: a child would inherit SQLite's in-process lock state (or a mutex)
-    half-held and wait for it forever, or for busy_timeout, on its first write."""
+    half-held and wait for it forever, or for busy_timeout, on its first write. The locks are
+    re-entrant, so a thread that forks while it holds one (between two statements of its own)
+    does not wait for itself."""
     held = []
     for store in sorted(_STORES, key=id):
         for lock in (store.tran_lock, store._maintenance_lock):
@@ -341,7 +343,7 @@ class MessageStore(SQLiteAckQueue):
         self.max_queue_messages = max_queue_messages
         self.overflow = overflow
         self._maintenance: Optional[sqlite3.Connection] = None  # the worker's checkpoints
-        self._maintenance_lock = threading.Lock()  # held by checkpoints and across fork()
+        self._maintenance_lock = threading.RLock()  # held by checkpoints and across fork()
         self._unchecked = 0  # appends left before the limits are read again
         self._dropped_unreported = 0
         self._last_drop_warning = 0.0
@@ -375,7 +377,7 @@ class MessageStore(SQLiteAckQueue):
         return "messages"
 
     def _init(self) -> None:
-        self.tran_lock = threading.Lock()
+        self.tran_lock = threading.RLock()
         self.put_event = threading.Event()
         self.action_lock = threading.Lock()
         self._conn = self._getter = self._putter = self._connect()
@@ -455,9 +457,9 @@ class MessageStore(SQLiteAckQueue):
             if conn is not None:
                 _INHERITED.append(conn)
         self._conn = self._getter = self._putter = self._maintenance = None
-        self.tran_lock = threading.Lock()
+        self.tran_lock = threading.RLock()
         self.action_lock = threading.Lock()
-        self._maintenance_lock = threading.Lock()
+        self._maintenance_lock = threading.RLock()
         self._pid = os.getpid()
 
     def _db(self) -> sqlite3.Connection:

@@ -1,0 +1,8 @@
+"""``python -m durable_analytics``: the ``durable-analytics`` command."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
