@@ -97,7 +97,7 @@ class Client:
 
     ``Client("WRITE_KEY")`` is production-ready: messages go to a queue file under the user's
     data directory and are uploaded in batches of ``flush_at`` or every ``flush_interval``
-    seconds. See ``docs/configuration.md`` for every option and why it has its default.
+    seconds. ``docs/api.md`` lists every option and why it has its default.
     """
 
     def __init__(
