@@ -12,8 +12,7 @@ import logging
 import os
 import threading
 import time
-import weakref
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple, Union
 
 from .errors import ConfigError, ValidationError
 from .messages import (
@@ -40,7 +39,10 @@ MAX_REQUEST_BYTES = 500_000
 
 Properties = Optional[Mapping[str, Any]]
 
-_CLIENTS: weakref.WeakSet[Client] = weakref.WeakSet()
+# Clients not yet shut down. Strong references: a client that went out of scope still has a
+# worker thread uploading, and must still get its bounded shutdown at exit (a weak set would
+# let the exit kill that thread in the middle of a batch the server may have accepted).
+_CLIENTS: Set[Client] = set()
 
 
 def configure_logging(debug: bool = False, handler: Optional[logging.Handler] = None) -> None:
@@ -460,6 +462,7 @@ class Client:
         """
         if not self.send or self._closed:
             self._closed = True
+            _CLIENTS.discard(self)
             return not (self.send and self._last_id and self.store.pending_through(self._last_id))
         limit = self.flush_timeout if timeout is None else timeout
         started = time.monotonic()
@@ -467,6 +470,7 @@ class Client:
             self.flush(limit) if limit > 0 else not self.store.pending_through(self._last_id)
         )
         self._closed = True
+        _CLIENTS.discard(self)
         worker = self._worker
         if worker is not None and self._pid == os.getpid():
             worker.stop(max(0.1, limit - (time.monotonic() - started)))

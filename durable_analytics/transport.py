@@ -149,6 +149,12 @@ class Transport:
         outcome = classify(status, reason, parse_retry_after(response.headers.get("Retry-After")))
         return Outcome(outcome.kind, status, reason, outcome.retry_after, len(body))
 
+    def max_seconds(self) -> float:
+        """The longest one request can take before it times out (connect plus read)."""
+        if isinstance(self.timeout, tuple):
+            return float(sum(self.timeout))
+        return 2.0 * float(self.timeout)
+
     def close(self) -> None:
         self._session.close()
 

@@ -115,12 +115,20 @@ class Worker:
         return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
 
     def stop(self, timeout: Optional[float] = None) -> bool:
-        """Stop the thread, interrupting any backoff wait; True if it ended in time."""
+        """Stop the thread, interrupting any backoff wait; True if it ended in time.
+
+        A batch being uploaded is waited for past ``timeout`` (at most the HTTP timeout):
+        abandoning it would leave a batch the server may have accepted to be sent again by
+        the next taker. No new batch is started once stop is asked.
+        """
         self._stop.set()
         self._wake.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
+            if thread.is_alive():
+                # Woken from any wait, the thread is inside a cycle: let it settle its batch.
+                thread.join(self.transport.max_seconds())
             return not thread.is_alive()
         return True
 
