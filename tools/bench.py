@@ -122,7 +122,6 @@ def _latencies(call: Callable[[int], Any], count: int) -> List[float]:
         started = clock()
         call(i)
         timings.append(clock() - started)
-    timings.sort()
     return timings
 
 
@@ -135,20 +134,34 @@ def _summary(timings: List[float]) -> Dict[str, float]:
 
 
 def bench_latency(collector: RemoteCollector, calls: int, workdir: Path) -> Dict[str, Any]:
-    """1. Median and p99 per track() while each library's worker uploads."""
-    ours = _ours(collector.url, str(workdir / "latency.sqlite3"))
-    theirs = _segment(collector.url)
-    result: Dict[str, Any] = {}
-    for name, client in (("durable", ours), ("segment", theirs)):
+    """1. Median and p99 per track() while each library's worker uploads.
+
+    The two run interleaved, in chunks of 1,000 calls in alternating order, so that both see
+    the same moments of a shared, noisy machine.
+    """
+    clients = {
+        "durable": _ours(collector.url, str(workdir / "latency.sqlite3")),
+        "segment": _segment(collector.url),
+    }
+    timings: Dict[str, List[float]] = {name: [] for name in clients}
+    for client in clients.values():
         for i in range(200):  # warm up both the same way
             client.track(f"warm-{i}", "Order Completed", PROPERTIES)
-        timings = _latencies(
-            lambda i, c=client: c.track(f"user-{i:06d}", "Order Completed", PROPERTIES), calls
-        )
-        result[name] = _summary(timings)
-    ours.shutdown(timeout=30)
-    theirs.flush()
-    theirs.shutdown()
+    chunk = 1000
+    for start in range(0, calls, chunk):
+        order = list(clients) if (start // chunk) % 2 == 0 else list(reversed(list(clients)))
+        for name in order:
+            client = clients[name]
+            timings[name] += _latencies(
+                lambda i, c=client, s=start: c.track(
+                    f"user-{s + i:06d}", "Order Completed", PROPERTIES
+                ),
+                min(chunk, calls - start),
+            )
+    clients["durable"].shutdown(timeout=30)
+    clients["segment"].flush()
+    clients["segment"].shutdown()
+    result: Dict[str, Any] = {name: _summary(sorted(values)) for name, values in timings.items()}
     result["median_ratio"] = round(
         result["durable"]["median_us"] / result["segment"]["median_us"], 2
     )
@@ -242,8 +255,9 @@ MEMORY_SCRIPT = textwrap.dedent(
     else:
         logging.getLogger("segment").setLevel(logging.CRITICAL)
         from segment.analytics import Client
-        client = Client("bench-key", host="http://127.0.0.1:9", max_queue_size=count + 1,
-                        max_retries=0)
+        client = Client("bench-key", host="http://127.0.0.1:9", max_queue_size=count + 1)
+        for consumer in client.consumers:  # hold everything in its queue, as ours holds it
+            consumer.pause()
     for i in range(count):
         client.track("user-%06d" % i, "Order Completed", props)
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, flush=True)
