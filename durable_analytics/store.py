@@ -507,7 +507,8 @@ class MessageStore(SQLiteAckQueue):
         if "unable to open" in lowered or "disk i/o" in lowered:
             return QueueError(
                 f"cannot use the queue file {self.file} ({text}): check that the path exists, "
-                "is writable and is on a local disk"
+                "that it and its directory are writable (SQLite keeps -wal and -shm files "
+                "beside it) and that it is on a local disk"
             )
         if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
             return QueueCorrupt(
@@ -703,12 +704,13 @@ class MessageStore(SQLiteAckQueue):
         max_bytes: int,
         lease_seconds: float,
         now: Optional[float] = None,
+        oversize_alone: bool = True,
     ) -> Optional[Lease]:
         """Take the oldest ready messages that fit both limits; ``None`` if there are none.
 
         The byte budget counts each message plus one separator byte. A single message larger
-        than the budget is still leased alone, so it can be tried (and rejected) rather than
-        block the queue.
+        than the budget is still leased alone (unless ``oversize_alone`` is false), so it can
+        be tried (and rejected) rather than block the queue.
         """
         moment = time.time() if now is None else now
         expires = moment + lease_seconds
@@ -724,7 +726,7 @@ class MessageStore(SQLiteAckQueue):
             used = 0
             for candidate in candidates:
                 cost = candidate[2] + 1
-                if rows and used + cost > max_bytes:
+                if used + cost > max_bytes and (rows or not oversize_alone):
                     break
                 rows.append(Row(*candidate))
                 used += cost
