@@ -296,7 +296,13 @@ def format_timestamp(value: Optional[Timestamp], field: str = "timestamp") -> st
             f"{field}: expected a datetime or an ISO 8601 string, got {type(value).__name__}"
         )
     if moment.tzinfo is None or moment.utcoffset() is None:
-        moment = moment.astimezone()
+        try:
+            moment = moment.astimezone()
+        except (ValueError, OverflowError, OSError):  # e.g. datetime.min: local time is year 0
+            raise ValidationError(
+                f"{field}: {value!r} has no time zone and cannot be placed in local time; "
+                "give an aware datetime (with tzinfo) or an offset such as +00:00"
+            ) from None
     return moment.isoformat(timespec="milliseconds")
 
 
