@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 import threading
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple, Union
@@ -79,6 +80,30 @@ def _alias(name: str, value: Any, old_name: str, old_value: Any, default: Any) -
 def _after_fork_in_child() -> None:
     for client in list(_CLIENTS):
         client._forget_worker()
+    if _CLIENTS:
+        _shut_down_in_multiprocessing_children()
+
+
+def _shut_down_in_multiprocessing_children() -> None:
+    """A ``multiprocessing`` child leaves through ``os._exit``, which skips ``atexit``: give it
+    the same bounded exit shutdown through the finalizers it does run. Registered as an
+    after-fork callback because the child clears its finalizers right after the fork."""
+    mp_util = sys.modules.get("multiprocessing.util")
+    if mp_util is not None:
+        mp_util.register_after_fork(_EXIT_HOOK_OWNER, _register_exit_finalizer)
+
+
+def _register_exit_finalizer(_owner: object) -> None:
+    import multiprocessing.util
+
+    multiprocessing.util.Finalize(None, _shutdown_at_exit, exitpriority=10)
+
+
+class _ExitHookOwner:
+    """multiprocessing keeps after-fork callbacks in a weak mapping: this object holds ours."""
+
+
+_EXIT_HOOK_OWNER = _ExitHookOwner()
 
 
 def _shutdown_at_exit() -> None:

@@ -99,6 +99,7 @@ class Worker:
         self._thread: Optional[threading.Thread] = None
         self._paused_until = 0.0  # a refused write key pauses this process only
         self._last_send = 0.0
+        self._last_failure_log = -60.0
 
     # ----------------------------------------------------------------------------------------
     # Background thread
@@ -147,12 +148,22 @@ class Worker:
             try:
                 delay, _ = self.cycle(force=self._flushers > 0)
             except Exception:
-                log.exception("delivery cycle failed; the messages stay queued, trying again")
+                self._report_failure()
                 delay = min(self.flush_interval, 1.0)
             self._notify_progress()
             if delay > 0 and self._wake.wait(delay):
                 self._wake.clear()
         log.debug("worker stopped")
+
+    def _report_failure(self) -> None:
+        """Log a failed cycle with its traceback once a minute, not on every retry (a full
+        disk or a damaged file fails every cycle until someone acts)."""
+        now = time.monotonic()
+        if now - self._last_failure_log >= 60.0:
+            self._last_failure_log = now
+            log.exception("delivery cycle failed; the messages stay queued, trying again")
+        else:
+            log.debug("delivery cycle failed again", exc_info=True)
 
     def _notify_progress(self) -> None:
         with self._progress:

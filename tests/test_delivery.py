@@ -641,3 +641,26 @@ def test_exit_is_bounded_when_the_server_is_down(
     assert done.returncode == 0, done.stderr
     assert time.monotonic() - started < 10
     assert MessageStore(queue_file).stats().ready == 50  # all kept for the next run
+
+
+def _record_in_child(client: Any, count: int) -> None:
+    for i in range(count):
+        client.track("mp-child", f"event-{i}")
+
+
+def test_multiprocessing_children_deliver_at_exit(make_client, collector: Collector) -> None:
+    """A multiprocessing child ends with os._exit (no atexit): its exit shutdown still runs."""
+    import multiprocessing
+
+    client = make_client(flush_at=1000, flush_interval=60.0, exit_timeout=5.0)
+    context = multiprocessing.get_context("fork")
+    children = [context.Process(target=_record_in_child, args=(client, 10)) for _ in range(2)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(30)
+    assert [child.exitcode for child in children] == [0, 0]
+    # Nothing else sends within the parent's 60 s interval: the children delivered at exit.
+    assert len(collector.message_ids) == 20
+    assert collector.duplicates == 0
+    assert client.stats().ready == 0
