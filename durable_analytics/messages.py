@@ -7,7 +7,6 @@ be represented raises an error naming where it is, instead of being dropped on t
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import decimal
 import enum
@@ -123,9 +122,6 @@ class Encoded(NamedTuple):
 
 # --------------------------------------------------------------------------------------------
 # JSON normalisation
-
-
-_SCALARS = (str, int, float, bool, type(None))
 
 
 def _describe(path: str) -> str:
@@ -513,11 +509,3 @@ class Encoder:
                 limit=self.max_message_bytes,
             )
         return Encoded(wire["messageId"], text, size)
-
-
-MESSAGE_TYPES = {cls.type: cls for cls in (Identify, Track, Page, Screen, Group, Alias)}
-
-
-def message_fields(cls: type) -> Tuple[str, ...]:
-    """The keyword names a message class takes, in declaration order."""
-    return tuple(f.name for f in dataclasses.fields(cls))

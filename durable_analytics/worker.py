@@ -180,7 +180,7 @@ class Worker:
         ``flush_interval``) or ``"idle"`` (nothing ready; other takers may hold leases).
         """
         now = self.clock()
-        retry_at = max(self.store.backoff().retry_at, self._paused_until)
+        retry_at = self._retry_at()
         if retry_at > now:
             return retry_at - now, "backoff"
         count, oldest = self.store.ready_summary(self.max_batch_messages)
@@ -380,8 +380,11 @@ class Worker:
 
     def _hopeless(self, remaining: float) -> bool:
         """The backoff (shared, or this process's pause) ends after the deadline."""
-        retry_at = max(self.store.backoff().retry_at, self._paused_until)
-        return retry_at - self.clock() > remaining
+        return self._retry_at() - self.clock() > remaining
+
+    def _retry_at(self) -> float:
+        """When this worker may send again: the file's shared backoff or this process's pause."""
+        return max(self.store.backoff().retry_at, self._paused_until)
 
     def deliver_until(
         self,
