@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Dict, NamedTuple, Optional, Tuple, Union
+from typing import Any, Callable, ClassVar, Dict, List, NamedTuple, Optional, Tuple, Union
 
 from ._version import __version__
 from .errors import FieldTypeError, MessageTooLarge, ValidationError
@@ -388,10 +388,36 @@ def _make_dumps() -> Callable[[Any], str]:
 _DUMPS = _make_dumps()
 
 
+# Message ids are random (version 4) UUIDs from os.urandom, drawn 256 at a time: one system
+# call per call would also hand the interpreter lock to the delivery thread once more per call.
+# Not the ``random`` module: an application that seeds it would repeat our ids (and the server
+# drops repeated ids). ``list.pop`` is atomic, so threads never share an id; a forked child
+# empties the pool it inherited, or parent and child would hand out the same ids.
+_ID_POOL: List[str] = []
+_ID_BATCH = 256
+os.register_at_fork(after_in_child=_ID_POOL.clear)
+
+
+def _fill_id_pool() -> None:
+    raw = bytearray(os.urandom(16 * _ID_BATCH))
+    for i in range(0, len(raw), 16):
+        raw[i + 6] = (raw[i + 6] & 0x0F) | 0x40  # version 4
+        raw[i + 8] = (raw[i + 8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    _ID_POOL.extend(
+        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-{h[i + 12 : i + 16]}-{h[i + 16 : i + 20]}-"
+        f"{h[i + 20 : i + 32]}"
+        for i in range(0, len(h), 32)
+    )
+
+
 def _new_message_id() -> str:
-    """A random (version 4) UUID, as text; a third of ``str(uuid.uuid4())``'s cost."""
-    h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+    """A random (version 4) UUID, as text."""
+    try:
+        return _ID_POOL.pop()
+    except IndexError:
+        _fill_id_pool()
+        return _new_message_id()
 
 
 _clock_cache: Tuple[int, str] = (-1, "")

@@ -5,17 +5,20 @@ subclass that brings its own schema and SQL. What the stock ack queue lacks is a
 the parts that are unsafe with several processes on one file are replaced (see
 ``docs/design.md``):
 
-- every state change runs in one ``BEGIN IMMEDIATE`` transaction and checks the row's current
-  state and lease owner, so two takers never hold the same row and a stale taker never
-  overwrites a live lease;
-- batches are leased, acknowledged (deleted), released and dead-lettered in one transaction
-  each, in id order (no index needed: only waiting and leased rows are in that table);
+- every state change runs in one ``BEGIN IMMEDIATE`` transaction and checks the lease it
+  acts under, so two takers never hold the same row and a stale taker never overwrites a
+  live lease;
+- a lease is one row naming an id range (``leases``), not a mark on every leased message: a
+  500-message lease writes one small row, and its acknowledgement deletes one id range, so
+  the worker holds the write lock (that the application's calls wait for) as briefly as
+  possible; ids only grow, so no message appended later can fall inside a leased range;
 - opening a file never resets leases: only expired leases, or leases whose owner process is
   gone, are taken back;
 - counts, sizes, drops and the shared backoff live in the file, so every process sees the same.
 
-Rows are JSON text (never pickle). A row is ``READY`` until leased, ``LEASED`` by one taker for
-one upload attempt, and then deleted (accepted), ``READY`` again (released with a retry time) or
+Rows are JSON text (never pickle). A row is ``READY`` until a lease covers it, ``LEASED`` by one
+taker for one upload attempt, and then deleted (accepted), ``READY`` again (released with a retry
+time) or
 moved to ``dead_letters`` (rejected by the server: kept with its status and reason until
 requeued or purged). Keeping dead letters in their own table leaves the queue table in rowid
 order with no index to maintain on append, the path every call takes.
@@ -57,12 +60,12 @@ __all__ = [
 
 log = logging.getLogger("durable_analytics")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 OVERFLOW_POLICIES = ("drop_oldest", "drop_newest", "raise")
 DURABILITY_MODES = {"normal": "NORMAL", "full": "FULL"}
 DEFAULT_MAX_QUEUE_BYTES = 1_000_000_000
 BUSY_TIMEOUT = 30.0
-_CHUNK = 500  # ids per IN (...) list: below SQLite's oldest variable limit of 999
+_MAX_ID = (1 << 63) - 1  # SQLite's largest rowid
 _DROP_WARNING_INTERVAL = 1.0
 _WAL_KEEP_BYTES = 8 * 1024 * 1024  # a WAL file is truncated to this after a checkpoint
 _WAL_CHECKPOINT_BYTES = 16 * 1024 * 1024  # the worker checkpoints past this (each one fsyncs)
@@ -71,8 +74,8 @@ _LARGEST_MESSAGE = 32_768  # bytes one append can add, at most, under the defaul
 
 
 class Status(enum.IntEnum):
-    """A message's state. READY and LEASED are stored in ``messages.status``; DEAD means the
-    row lives in the ``dead_letters`` table. The numbers are in the file: never renumber them."""
+    """A message's state: READY (in ``messages``, no lease covers it), LEASED (a row of
+    ``leases`` covers its id) or DEAD (in ``dead_letters``)."""
 
     READY = 1
     LEASED = 2
@@ -190,19 +193,60 @@ def _process_alive(pid: int, start: Optional[str]) -> bool:
     return start is None or now_start is None or now_start == start
 
 
-def _owner_token() -> str:
+_PROCESS_PREFIX: Tuple[int, str] = (-1, "")
+
+
+def _process_prefix() -> str:
+    """``host|pid|start-time|``: what every owner token of this process begins with."""
+    global _PROCESS_PREFIX
     pid = os.getpid()
-    return f"{_HOST}|{pid}|{_process_start(pid) or ''}|{uuid.uuid4().hex[:8]}"
+    if _PROCESS_PREFIX[0] != pid:
+        _PROCESS_PREFIX = (pid, f"{_HOST}|{pid}|{_process_start(pid) or ''}|")
+    return _PROCESS_PREFIX[1]
 
 
-def _chunks(ids: Sequence[int]) -> Iterable[Sequence[int]]:
-    for start in range(0, len(ids), _CHUNK):
-        yield ids[start : start + _CHUNK]
+def _owner_token() -> str:
+    return _process_prefix() + uuid.uuid4().hex[:8]
+
+
+def _fit(rows: List[Row], max_bytes: int) -> List[Row]:
+    """The leading ``rows`` whose sizes, plus one separator byte each, fit ``max_bytes``.
+
+    A first row larger than the budget is taken alone: it is tried (and rejected by the
+    server) rather than left to block the queue.
+    """
+    used = 0
+    for count, row in enumerate(rows):
+        used += row.size + 1
+        if used > max_bytes and count:
+            return rows[:count]
+    return rows
 
 
 def _marks(ids: Sequence[int]) -> str:
     return ",".join("?" * len(ids))
 
+
+def _runs(ids: Iterable[int]) -> List[Tuple[int, int]]:
+    """Sorted, distinct ``ids`` as ranges of consecutive integers: a batch is usually one."""
+    runs: List[Tuple[int, int]] = []
+    for row_id in sorted(set(ids)):
+        if runs and runs[-1][1] + 1 == row_id:
+            runs[-1] = (runs[-1][0], row_id)
+        else:
+            runs.append((row_id, row_id))
+    return runs
+
+
+# One row per lease: the messages with ids lo..hi belong to one taker until ``expires``. Leases
+# never overlap; a message is READY when no lease covers its id.
+_LEASES = """CREATE TABLE IF NOT EXISTS leases (
+    lo      INTEGER PRIMARY KEY,
+    hi      INTEGER NOT NULL,
+    owner   TEXT    NOT NULL,
+    expires REAL    NOT NULL,
+    started REAL    NOT NULL
+)"""
 
 _SCHEMA = (
     # Only READY and LEASED rows live here, so the rowid order is the queue order and an
@@ -212,15 +256,11 @@ _SCHEMA = (
         data          TEXT    NOT NULL,
         size          INTEGER NOT NULL,
         created       REAL    NOT NULL,
-        status        INTEGER NOT NULL DEFAULT 1,
         attempts      INTEGER NOT NULL DEFAULT 0,
         first_attempt REAL,
-        lease_owner   TEXT,
-        lease_expires REAL,
         error         TEXT
     )""",
-    # A partial index: maintained only when a row is leased or settled, never on append.
-    "CREATE INDEX IF NOT EXISTS messages_leased ON messages (lease_expires) WHERE status = 2",
+    _LEASES,
     """CREATE TABLE IF NOT EXISTS dead_letters (
         id            INTEGER PRIMARY KEY,
         data          TEXT    NOT NULL,
@@ -242,6 +282,13 @@ _SCHEMA = (
         last_error    TEXT
     )""",
     "INSERT OR IGNORE INTO state (id) VALUES (0)",
+)
+# Schema 1 marked each leased row (status 2, owner, expiry; a partial index over them). Its
+# columns stay in an upgraded file, unused; rows it had leased are simply ready again.
+_UPGRADE_FROM_1 = (
+    _LEASES,
+    "UPDATE messages SET status = 1, lease_owner = NULL, lease_expires = NULL WHERE status = 2",
+    "DROP INDEX IF EXISTS messages_leased",
 )
 # Ids only grow, even after the newest row was deleted (SQLite alone would hand its id out
 # again): a late ack, a flush mark or a drain snapshot names rows by id, so an id must never
@@ -276,7 +323,7 @@ def _before_fork() -> None:
     does not wait for itself."""
     held = []
     for store in sorted(_STORES, key=id):
-        for lock in (store.tran_lock, store._maintenance_lock):
+        for lock in (store.tran_lock, store._side_lock):
             lock.acquire()
             held.append(lock)
     _FORK_HELD.locks = held
@@ -342,8 +389,10 @@ class MessageStore(SQLiteAckQueue):
         self.max_queue_bytes = max_queue_bytes
         self.max_queue_messages = max_queue_messages
         self.overflow = overflow
-        self._maintenance: Optional[sqlite3.Connection] = None  # the worker's checkpoints
-        self._maintenance_lock = threading.RLock()  # held by checkpoints and across fork()
+        # The worker's own connection, for what must not hold up the callers' appends: reading
+        # a batch before leasing it, and checkpoints. Its lock is also held across fork().
+        self._side: Optional[sqlite3.Connection] = None
+        self._side_lock = threading.RLock()
         self._unchecked = 0  # appends left before the limits are read again
         self._dropped_unreported = 0
         self._last_drop_warning = 0.0
@@ -430,7 +479,7 @@ class MessageStore(SQLiteAckQueue):
             )
         if version == 0:
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-            if tables - {"messages", "dead_letters", "state", "sqlite_sequence"}:
+            if tables - {"messages", "leases", "dead_letters", "state", "sqlite_sequence"}:
                 raise QueueCorrupt(
                     f"{self.file} is an SQLite file but not a durable-analytics queue "
                     f"(it has tables {sorted(tables)}); point queue_path at another file"
@@ -441,10 +490,15 @@ class MessageStore(SQLiteAckQueue):
             return
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
                 self._refuse_foreign(conn)
                 for statement in _SCHEMA:
                     conn.execute(statement)
+            elif version == 1:
+                for statement in _UPGRADE_FROM_1:
+                    conn.execute(statement)
+            if version < SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
@@ -453,13 +507,13 @@ class MessageStore(SQLiteAckQueue):
 
     def _forget_connection(self) -> None:
         """In a forked child: park the parent's connection and start with fresh locks."""
-        for conn in (self._conn, self._maintenance):
+        for conn in (self._conn, self._side):
             if conn is not None:
                 _INHERITED.append(conn)
-        self._conn = self._getter = self._putter = self._maintenance = None
+        self._conn = self._getter = self._putter = self._side = None
         self.tran_lock = threading.RLock()
         self.action_lock = threading.Lock()
-        self._maintenance_lock = threading.RLock()
+        self._side_lock = threading.RLock()
         self._pid = os.getpid()
 
     def _db(self) -> sqlite3.Connection:
@@ -473,10 +527,10 @@ class MessageStore(SQLiteAckQueue):
         """Close this process's connection. A later call reopens it."""
         with self.tran_lock:
             if self._pid == os.getpid():
-                for conn in (self._conn, self._maintenance):
+                for conn in (self._conn, self._side):
                     if conn is not None:
                         conn.close()
-            self._conn = self._getter = self._putter = self._maintenance = None
+            self._conn = self._getter = self._putter = self._side = None
 
     def __del__(self) -> None:
         try:
@@ -652,26 +706,33 @@ class MessageStore(SQLiteAckQueue):
         """
         more, more_bytes = len(incoming), sum(size for _, size in incoming)
         dropped = 0
-        for table, where in (("messages", f"status = {int(Status.READY)}"), ("dead_letters", "1")):
+        for table in ("messages", "dead_letters"):
             while True:
                 count, used = self._usage(conn, more, more_bytes)
                 over_count = count - (self.max_queue_messages or count)
                 over_bytes = used - (self.max_queue_bytes or used)
                 if over_count <= 0 and over_bytes <= 0:
                     return dropped
-                victims = []
+                spans = self._free_spans(conn) if table == "messages" else [(0, _MAX_ID)]
+                victims: List[int] = []
                 freed = 0
-                for row_id, size in conn.execute(
-                    f"SELECT id, size FROM {table} WHERE {where} ORDER BY id LIMIT 1000"
-                ):
-                    victims.append(row_id)
-                    freed += size
-                    if len(victims) >= over_count and freed >= over_bytes:
+                for low, high in spans:
+                    for row_id, size in conn.execute(
+                        f"SELECT id, size FROM {table} WHERE id BETWEEN ? AND ? "
+                        "ORDER BY id LIMIT 1000",
+                        (low, high),
+                    ):
+                        victims.append(row_id)
+                        freed += size
+                        if len(victims) >= over_count and freed >= over_bytes:
+                            break
+                    if victims:
                         break
                 if not victims:
                     break
                 conn.execute(_HIGH_WATER)
-                conn.execute(f"DELETE FROM {table} WHERE id IN ({_marks(victims)})", victims)
+                for low, high in _runs(victims):
+                    conn.execute(f"DELETE FROM {table} WHERE id BETWEEN ? AND ?", (low, high))
                 dropped += len(victims)
         return dropped
 
@@ -704,62 +765,99 @@ class MessageStore(SQLiteAckQueue):
         max_bytes: int,
         lease_seconds: float,
         now: Optional[float] = None,
-        oversize_alone: bool = True,
     ) -> Optional[Lease]:
         """Take the oldest ready messages that fit both limits; ``None`` if there are none.
 
         The byte budget counts each message plus one separator byte. A single message larger
-        than the budget is still leased alone (unless ``oversize_alone`` is false), so it can
-        be tried (and rejected) rather than block the queue.
+        than the budget is still leased alone, so it can be tried (and rejected) rather than
+        block the queue. The lease is one row naming the range of ids taken: nothing is
+        written to the messages themselves.
         """
         moment = time.time() if now is None else now
         expires = moment + lease_seconds
+        # Read the batch first on the side connection, outside the write lock the callers'
+        # appends wait for; the lease transaction then only checks that nobody took or settled
+        # any of it meanwhile (no id can appear inside a range: ids only grow) and writes one
+        # row. If the check fails, the batch is read again inside the transaction.
+        with self._side_lock:
+            try:
+                conn = self._side_connection()
+                conn.execute("BEGIN")
+                try:
+                    seen = _fit(self._ready_rows(conn, max_messages), max_bytes)
+                finally:
+                    conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from exc
 
         def work(conn: sqlite3.Connection) -> Optional[Lease]:
             self._reclaim(conn, moment)
-            candidates = conn.execute(
-                "SELECT id, data, size, attempts, created FROM messages "
-                "WHERE status = ? ORDER BY id LIMIT ?",
-                (Status.READY, max_messages),
-            ).fetchall()
-            rows: List[Row] = []
-            used = 0
-            for candidate in candidates:
-                cost = candidate[2] + 1
-                if used + cost > max_bytes and (rows or not oversize_alone):
-                    break
-                rows.append(Row(*candidate))
-                used += cost
+            rows = seen
+            if rows:
+                low, high = rows[0].id, rows[-1].id
+                taken, present = conn.execute(
+                    "SELECT (SELECT COUNT(*) FROM leases WHERE lo <= ? AND hi >= ?), "
+                    "(SELECT COUNT(*) FROM messages WHERE id BETWEEN ? AND ?)",
+                    (high, low, low, high),
+                ).fetchone()
+                if taken or present != len(rows):
+                    rows = []
+            if not rows:
+                rows = _fit(self._ready_rows(conn, max_messages), max_bytes)
             if not rows:
                 return None
             conn.execute(
-                "UPDATE messages SET status = ?, lease_owner = ?, lease_expires = ?, "
-                "first_attempt = COALESCE(first_attempt, ?) "
-                "WHERE status = ? AND id BETWEEN ? AND ?",
-                (Status.LEASED, owner, expires, moment, Status.READY, rows[0].id, rows[-1].id),
+                "INSERT INTO leases (lo, hi, owner, expires, started) VALUES (?, ?, ?, ?, ?)",
+                (rows[0].id, rows[-1].id, owner, expires, moment),
             )
             return Lease(owner, tuple(rows), expires)
 
         return self._write(work)
 
+    def _ready_rows(self, conn: sqlite3.Connection, limit: int) -> List[Row]:
+        """Up to ``limit`` of the oldest ready messages: the first free span that has any."""
+        for low, high in self._free_spans(conn):
+            candidates = conn.execute(
+                "SELECT id, data, size, attempts, created FROM messages "
+                "WHERE id BETWEEN ? AND ? ORDER BY id LIMIT ?",
+                (low, high, limit),
+            ).fetchall()
+            if candidates:
+                return [Row(*candidate) for candidate in candidates]
+        return []
+
+    @staticmethod
+    def _free_spans(conn: sqlite3.Connection) -> List[Tuple[int, int]]:
+        """The id ranges no lease covers, in order: where the ready messages are."""
+        spans = []
+        start = 0
+        for low, high in conn.execute("SELECT lo, hi FROM leases ORDER BY lo"):
+            if low > start:
+                spans.append((start, low - 1))
+            start = max(start, high + 1)
+        spans.append((start, _MAX_ID))
+        return spans
+
+    @staticmethod
+    def _drop_leases(conn: sqlite3.Connection, where: str, params: Sequence[Any]) -> int:
+        """Delete the leases matching ``where``; return how many messages they covered."""
+        covered = conn.execute(
+            "SELECT COALESCE(SUM((SELECT COUNT(*) FROM messages "
+            f"WHERE id BETWEEN leases.lo AND leases.hi)), 0) FROM leases WHERE {where}",
+            params,
+        ).fetchone()[0]
+        conn.execute(f"DELETE FROM leases WHERE {where}", params)
+        return int(covered)
+
     def _reclaim(self, conn: sqlite3.Connection, now: float) -> int:
-        """Return to READY the leases that expired or whose owner process is gone."""
-        freed = conn.execute(
-            "UPDATE messages SET status = ?, lease_owner = NULL, lease_expires = NULL "
-            "WHERE status = ? AND lease_expires < ?",
-            (Status.READY, Status.LEASED, now),
-        ).rowcount
-        owners = conn.execute(
-            "SELECT DISTINCT lease_owner FROM messages WHERE status = ?", (Status.LEASED,)
-        ).fetchall()
-        for (owner,) in owners:
+        """Make ready again the messages of leases that expired or whose owner process is gone."""
+        freed = self._drop_leases(conn, "expires < ?", (now,))
+        for (owner,) in conn.execute("SELECT DISTINCT owner FROM leases").fetchall():
             host, pid, start, _ = (owner or "|0||").split("|", 3)
-            if host == _HOST and pid.isdigit() and not _process_alive(int(pid), start or None):
-                freed += conn.execute(
-                    "UPDATE messages SET status = ?, lease_owner = NULL, lease_expires = NULL "
-                    "WHERE status = ? AND lease_owner = ?",
-                    (Status.READY, Status.LEASED, owner),
-                ).rowcount
+            if host != _HOST or not pid.isdigit() or owner.startswith(_process_prefix()):
+                continue  # another host's pid cannot be checked; this process is alive
+            if not _process_alive(int(pid), start or None):
+                freed += self._drop_leases(conn, "owner = ?", (owner,))
         if freed:
             log.info("took back %d message(s) from expired or abandoned leases", freed)
         return freed
@@ -768,36 +866,94 @@ class MessageStore(SQLiteAckQueue):
         """Take back expired and abandoned leases now (``lease`` does this itself)."""
         return self._write(lambda conn: self._reclaim(conn, time.time() if now is None else now))
 
+    @staticmethod
+    def _held(
+        conn: sqlite3.Connection, owner: str, ids: Sequence[int]
+    ) -> Dict[int, Tuple[int, float]]:
+        """Which of ``ids`` are still queued under a lease of ``owner``: id -> (lease, start)."""
+        wanted = set(ids)
+        if not wanted:
+            return {}
+        held: Dict[int, Tuple[int, float]] = {}
+        for low, high, started in conn.execute(
+            "SELECT lo, hi, started FROM leases WHERE owner = ? AND lo <= ? AND hi >= ?",
+            (owner, max(wanted), min(wanted)),
+        ).fetchall():
+            for (row_id,) in conn.execute(
+                "SELECT id FROM messages WHERE id BETWEEN ? AND ?", (low, high)
+            ):
+                if row_id in wanted:
+                    held[row_id] = (low, started)
+        return held
+
+    @staticmethod
+    def _forget_empty_leases(conn: sqlite3.Connection, ids: Sequence[int]) -> None:
+        """Delete the leases around ``ids`` that no longer cover any queued message."""
+        if ids:
+            conn.execute(
+                "DELETE FROM leases WHERE lo <= ? AND hi >= ? AND NOT EXISTS "
+                "(SELECT 1 FROM messages WHERE id BETWEEN leases.lo AND leases.hi)",
+                (max(ids), min(ids)),
+            )
+
+    @staticmethod
+    def _uncover(conn: sqlite3.Connection, held: Dict[int, Tuple[int, float]]) -> None:
+        """Take the ``held`` messages out of their leases (they are ready again).
+
+        A lease keeps covering its other messages: it is cut into the runs between them.
+        """
+        for lease_lo in {lease for lease, _ in held.values()}:
+            row = conn.execute(
+                "SELECT hi, owner, expires, started FROM leases WHERE lo = ?", (lease_lo,)
+            ).fetchone()
+            conn.execute("DELETE FROM leases WHERE lo = ?", (lease_lo,))
+            runs: List[List[int]] = [[]]
+            for (row_id,) in conn.execute(
+                "SELECT id FROM messages WHERE id BETWEEN ? AND ? ORDER BY id", (lease_lo, row[0])
+            ).fetchall():
+                if row_id in held:
+                    runs.append([])
+                else:
+                    runs[-1].append(row_id)
+            for run in runs:
+                if run:
+                    conn.execute(
+                        "INSERT INTO leases (lo, hi, owner, expires, started) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        (run[0], run[-1], *row[1:]),
+                    )
+
     def extend(self, owner: str, ids: Sequence[int], lease_seconds: float) -> int:
-        """Push a live lease's expiry out, e.g. before another attempt of a split batch."""
+        """Push a live lease's expiry out, e.g. before another attempt of a split batch.
+
+        Returns how many of ``ids`` the owner still holds (0 if its lease was lost).
+        """
         expires = time.time() + lease_seconds
 
         def work(conn: sqlite3.Connection) -> int:
-            changed = 0
-            for part in _chunks(ids):
-                changed += conn.execute(
-                    f"UPDATE messages SET lease_expires = ? WHERE status = ? AND lease_owner = ? "
-                    f"AND id IN ({_marks(part)})",
-                    (expires, Status.LEASED, owner, *part),
-                ).rowcount
-            return changed
+            held = self._held(conn, owner, ids)
+            for lease_lo in {lease for lease, _ in held.values()}:
+                conn.execute("UPDATE leases SET expires = ? WHERE lo = ?", (expires, lease_lo))
+            return len(held)
 
         return self._write(work)
 
     def ack(self, ids: Any) -> int:  # type: ignore[override]
         """The server accepted these: delete them, count them, clear the shared backoff.
 
-        Takes row ids, or (as persist-queue's ``ack``) one item from ``get(raw=True)``.
+        Takes row ids, or (as persist-queue's ``ack``) one item from ``get(raw=True)``. A
+        batch's ids are consecutive, so this is usually one range delete.
         """
         ids = list(ids) if isinstance(ids, (list, tuple, range)) else [self._pq_id(ids)]
 
         def work(conn: sqlite3.Connection) -> int:
             deleted = 0
             conn.execute(_HIGH_WATER)
-            for part in _chunks(ids):
+            for low, high in _runs(ids):
                 deleted += conn.execute(
-                    f"DELETE FROM messages WHERE id IN ({_marks(part)})", part
+                    "DELETE FROM messages WHERE id BETWEEN ? AND ?", (low, high)
                 ).rowcount
+            self._forget_empty_leases(conn, ids)
             conn.execute(
                 "UPDATE state SET delivered = delivered + ?, failures = 0, retry_at = 0 "
                 "WHERE id = 0",
@@ -825,36 +981,39 @@ class MessageStore(SQLiteAckQueue):
         first tried before ``give_up_before`` are dead-lettered instead (retried for too long).
         Returns ``(released, dead_ids)``. Only rows this owner still holds change.
         """
-        ids = list(ids)
 
         def work(conn: sqlite3.Connection) -> Tuple[int, List[int]]:
+            held = self._held(conn, owner, ids)
+            started_at: Dict[float, List[int]] = {}
+            for row_id, (_, started) in held.items():
+                started_at.setdefault(started, []).append(row_id)
+            for started, same in started_at.items():
+                for low, high in _runs(same):
+                    conn.execute(
+                        "UPDATE messages SET first_attempt = COALESCE(first_attempt, ?), "
+                        "attempts = attempts + ?, error = ? WHERE id BETWEEN ? AND ?",
+                        (started, int(count_failure), error, low, high),
+                    )
             dead: List[int] = []
-            released = 0
-            for part in _chunks(ids):
-                if give_up_before is not None:
+            if give_up_before is not None and held:
+                for low, high in _runs(held):
                     dead += [
                         r[0]
                         for r in conn.execute(
-                            f"SELECT id FROM messages WHERE status = ? AND lease_owner = ? "
-                            f"AND first_attempt < ? AND id IN ({_marks(part)})",
-                            (Status.LEASED, owner, give_up_before, *part),
+                            "SELECT id FROM messages WHERE first_attempt < ? "
+                            "AND id BETWEEN ? AND ?",
+                            (give_up_before, low, high),
                         )
                     ]
+            self._uncover(conn, held)
             if dead:
-                self._move_dead(conn, owner, dead, None, f"gave up retrying: {error}", 1)
-            for part in _chunks(ids):
-                released += conn.execute(
-                    "UPDATE messages SET status = ?, lease_owner = NULL, lease_expires = NULL, "
-                    "attempts = attempts + ?, error = ? "
-                    f"WHERE status = ? AND lease_owner = ? AND id IN ({_marks(part)})",
-                    (Status.READY, int(count_failure), error, Status.LEASED, owner, *part),
-                ).rowcount
+                self._move_dead(conn, dead, None, f"gave up retrying: {error}", 0)
             conn.execute(
                 "UPDATE state SET failures = failures + ?, retry_at = MAX(retry_at, ?), "
                 "last_error = ? WHERE id = 0",
                 (int(count_failure), retry_at or 0, error),
             )
-            return released, dead
+            return len(held) - len(dead), dead
 
         return self._write(work)
 
@@ -862,10 +1021,11 @@ class MessageStore(SQLiteAckQueue):
         self, owner: str, ids: Sequence[int], *, http_status: Optional[int], reason: str
     ) -> int:
         """Move rows this owner holds to the dead letters, with the server's status and reason."""
-        ids = list(ids)
 
         def work(conn: sqlite3.Connection) -> int:
-            moved = self._move_dead(conn, owner, ids, http_status, reason, 0)
+            held = list(self._held(conn, owner, ids))
+            moved = self._move_dead(conn, held, http_status, reason, 0)
+            self._forget_empty_leases(conn, held)
             conn.execute("UPDATE state SET last_error = ? WHERE id = 0", (reason,))
             return moved
 
@@ -874,25 +1034,23 @@ class MessageStore(SQLiteAckQueue):
     @staticmethod
     def _move_dead(
         conn: sqlite3.Connection,
-        owner: str,
         ids: Sequence[int],
         http_status: Optional[int],
         reason: str,
         extra_attempts: int,
     ) -> int:
-        """Move rows ``owner`` holds from the queue to the dead letters, keeping their ids."""
+        """Move these queued rows to the dead letters, counting ``extra_attempts`` more."""
         moved = 0
         now = time.time()
         conn.execute(_HIGH_WATER)
-        for part in _chunks(list(ids)):
-            held = f"status = {int(Status.LEASED)} AND lease_owner = ? AND id IN ({_marks(part)})"
+        for low, high in _runs(ids):
             moved += conn.execute(
                 "INSERT INTO dead_letters (data, size, created, attempts, http_status, "
                 "reason, dead_at) SELECT data, size, created, attempts + ?, ?, ?, ? "
-                f"FROM messages WHERE {held} ORDER BY id",
-                (extra_attempts, http_status, reason, now, owner, *part),
+                "FROM messages WHERE id BETWEEN ? AND ? ORDER BY id",
+                (extra_attempts, http_status, reason, now, low, high),
             ).rowcount
-            conn.execute(f"DELETE FROM messages WHERE {held}", (owner, *part))
+            conn.execute("DELETE FROM messages WHERE id BETWEEN ? AND ?", (low, high))
         return moved
 
     @staticmethod
@@ -958,27 +1116,37 @@ class MessageStore(SQLiteAckQueue):
 
     def ready_summary(self, limit: int) -> Tuple[int, Optional[float]]:
         """How many ready messages, counting no further than ``limit``, and the oldest's time."""
+        count = 0
+        oldest: Optional[float] = None
         with self.tran_lock:
             try:
                 conn = self._db()
-                count = conn.execute(
-                    "SELECT COUNT(*) FROM (SELECT 1 FROM messages WHERE status = ? LIMIT ?)",
-                    (Status.READY, limit),
-                ).fetchone()[0]
-                oldest = conn.execute(
-                    "SELECT created FROM messages WHERE status = ? ORDER BY id LIMIT 1",
-                    (Status.READY,),
-                ).fetchone()
+                conn.execute("BEGIN")
+                try:
+                    for low, high in self._free_spans(conn):
+                        if oldest is None:
+                            first = conn.execute(
+                                "SELECT created FROM messages WHERE id BETWEEN ? AND ? "
+                                "ORDER BY id LIMIT 1",
+                                (low, high),
+                            ).fetchone()
+                            oldest = first[0] if first else None
+                        count += conn.execute(
+                            "SELECT COUNT(*) FROM (SELECT 1 FROM messages "
+                            "WHERE id BETWEEN ? AND ? LIMIT ?)",
+                            (low, high, limit - count),
+                        ).fetchone()[0]
+                        if count >= limit:
+                            break
+                finally:
+                    conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise self._translate(exc) from exc
-        return count, oldest[0] if oldest else None
+        return count, oldest
 
     def next_lease_expiry(self) -> Optional[float]:
         """When the earliest lease held by anyone expires (a taker waits for it)."""
-        row = self._read(
-            "SELECT MIN(lease_expires) FROM messages WHERE status = ?", (Status.LEASED,)
-        )[0]
-        return row[0]
+        return self._read("SELECT MIN(expires) FROM leases")[0][0]
 
     def pending_through(self, last_id: int) -> bool:
         """Whether any message with id <= ``last_id`` is still waiting or in flight."""
@@ -1000,11 +1168,25 @@ class MessageStore(SQLiteAckQueue):
 
     def ready_sizes(self, last_id: int) -> List[int]:
         """Sizes of the ready messages with id <= ``last_id``, oldest first (a dry-run drain)."""
-        rows = self._read(
-            "SELECT size FROM messages WHERE status = ? AND id <= ? ORDER BY id",
-            (Status.READY, last_id),
-        )
-        return [row[0] for row in rows]
+        sizes: List[int] = []
+        with self.tran_lock:
+            try:
+                conn = self._db()
+                conn.execute("BEGIN")
+                try:
+                    for low, high in self._free_spans(conn):
+                        sizes += [
+                            row[0]
+                            for row in conn.execute(
+                                "SELECT size FROM messages WHERE id BETWEEN ? AND ? ORDER BY id",
+                                (low, min(high, last_id)),
+                            )
+                        ]
+                finally:
+                    conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from exc
+        return sizes
 
     def stats(self) -> Stats:
         with self.tran_lock:
@@ -1022,7 +1204,8 @@ class MessageStore(SQLiteAckQueue):
                         "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM dead_letters"
                     ).fetchone()
                     leased = conn.execute(
-                        "SELECT COUNT(*) FROM messages WHERE status = ?", (Status.LEASED,)
+                        "SELECT COALESCE(SUM((SELECT COUNT(*) FROM messages "
+                        "WHERE id BETWEEN leases.lo AND leases.hi)), 0) FROM leases"
                     ).fetchone()[0]
                     oldest = conn.execute(
                         "SELECT created FROM messages ORDER BY id LIMIT 1"
@@ -1070,17 +1253,21 @@ class MessageStore(SQLiteAckQueue):
             return False
         if wal_size < _WAL_CHECKPOINT_BYTES:
             return False
-        if self._pid != os.getpid():
-            with self.tran_lock:
-                self._db()
-        with self._maintenance_lock:
+        with self._side_lock:
             try:
-                if self._maintenance is None:
-                    self._maintenance = self._new_db_connection(self.file, True, self.timeout)
-                self._maintenance.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                self._side_connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             except sqlite3.Error as exc:
                 raise self._translate(exc) from exc
         return True
+
+    def _side_connection(self) -> sqlite3.Connection:
+        """The side connection (call with ``_side_lock`` held), opened on first use."""
+        if self._pid != os.getpid():
+            with self.tran_lock:
+                self._db()  # a forked child: forget the parent's connections first
+        if self._side is None:
+            self._side = self._new_db_connection(self.file, True, self.timeout)
+        return self._side
 
     def vacuum(self) -> None:
         """Rebuild the file to return free pages to the file system."""

@@ -30,7 +30,6 @@ ErrorCallback = Callable[[Exception, List[Dict[str, Any]]], Any]
 DeliveryCallback = Callable[[List[Dict[str, Any]]], Any]
 
 _POLL = 0.1  # how often a waiter re-reads the file for other processes' progress
-_LEASE_CHUNK = 100  # rows marked or deleted per transaction while the callers may be appending
 
 
 @dataclass
@@ -99,6 +98,7 @@ class Worker:
         self._thread: Optional[threading.Thread] = None
         self._paused_until = 0.0  # a refused write key pauses this process only
         self._last_send = 0.0
+        self._full_batch = False  # more are waiting: the next cycle leases without counting
         self._last_failure_log = -60.0
 
     # ----------------------------------------------------------------------------------------
@@ -183,7 +183,10 @@ class Worker:
         retry_at = self._retry_at()
         if retry_at > now:
             return retry_at - now, "backoff"
-        count, oldest = self.store.ready_summary(self.max_batch_messages)
+        if self._full_batch:  # the last lease was full: no need to count what is waiting
+            count, oldest = self.max_batch_messages, None
+        else:
+            count, oldest = self.store.ready_summary(self.max_batch_messages)
         if count == 0:
             expiry = self.store.next_lease_expiry()
             if expiry is None:
@@ -200,42 +203,18 @@ class Worker:
             return self._last_send + self.linger - now, "waiting"
         self._appended = 0
         self._last_send = now
-        lease = self._lease_batch(now)
+        lease = self.store.lease(  # one small row written: see the store
+            self.owner,
+            max_messages=self.max_batch_messages,
+            max_bytes=self.byte_budget,
+            lease_seconds=self.lease_seconds,
+            now=now,
+        )
+        self._full_batch = lease is not None and len(lease.rows) == self.max_batch_messages
         if lease is not None:
             self.deliver(lease)
             self.store.maintain()
         return 0.0, "sent"
-
-    def _lease_batch(self, now: float) -> Optional[Lease]:
-        """Lease one request's worth of messages, in chunks of ``_LEASE_CHUNK``.
-
-        Each chunk is its own short transaction: the queue's write lock is never held for long,
-        so an application's call waiting to append waits a fraction of a millisecond, not the
-        time it takes to mark a whole 500-message batch.
-        """
-        rows: List[Row] = []
-        budget = self.byte_budget
-        expires = None
-        while len(rows) < self.max_batch_messages:
-            wanted = min(_LEASE_CHUNK, self.max_batch_messages - len(rows))
-            lease = self.store.lease(
-                self.owner,
-                max_messages=wanted,
-                max_bytes=budget,
-                lease_seconds=self.lease_seconds,
-                now=now,
-                oversize_alone=not rows,
-            )
-            if lease is None:
-                break
-            rows += lease.rows
-            budget -= sum(row.size + 1 for row in lease.rows)
-            expires = lease.expires if expires is None else min(expires, lease.expires)
-            if len(lease.rows) < wanted:
-                break
-        if not rows:
-            return None
-        return Lease(self.owner, tuple(rows), expires or now + self.lease_seconds)
 
     def deliver(self, lease: Lease) -> None:
         """Upload a leased batch and settle each message: ack, release or dead-letter.
@@ -251,8 +230,7 @@ class Worker:
             self._count(outcome)
             ids = [row.id for row in segment]
             if outcome.kind is Kind.ACCEPTED:
-                for start in range(0, len(ids), _LEASE_CHUNK):  # short transactions, as above
-                    self.store.ack(ids[start : start + _LEASE_CHUNK])
+                self.store.ack(ids)
                 self.totals.delivered += len(ids)
                 log.debug("delivered %d message(s) (%d bytes)", len(ids), outcome.wire_bytes)
                 if self.on_delivery is not None:

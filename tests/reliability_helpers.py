@@ -101,10 +101,10 @@ def _err(process: subprocess.Popen) -> str:
 
 
 def queue_rows(path: Path) -> List[Tuple[int, str, int]]:
-    """(id, data, status) of every row still in a queue file, read with plain sqlite3."""
+    """(id, data, attempts) of every row still in a queue file, read with plain sqlite3."""
     conn = sqlite3.connect(str(path))
     try:
-        return conn.execute("SELECT id, data, status FROM messages ORDER BY id").fetchall()
+        return conn.execute("SELECT id, data, attempts FROM messages ORDER BY id").fetchall()
     finally:
         conn.close()
 

@@ -9,6 +9,8 @@ import datetime as dt
 import decimal
 import enum
 import json
+import os
+import random
 import types
 import uuid
 from typing import Any, Dict
@@ -177,9 +179,38 @@ def test_optional_fields_are_filled_or_left_out() -> None:
 
 
 def test_generated_message_ids_are_uuid4_and_unique() -> None:
-    ids = {Encoder().encode(Track(user_id="u", event="e")).message_id for _ in range(50)}
-    assert len(ids) == 50
-    assert {uuid.UUID(i).version for i in ids} == {4}
+    ids = [Encoder().encode(Track(user_id="u", event="e")).message_id for _ in range(2000)]
+    assert len(set(ids)) == 2000  # several refills of the id pool
+    parsed = [uuid.UUID(i) for i in ids]
+    assert {(u.version, u.variant) for u in parsed} == {(4, uuid.RFC_4122)}
+    assert [str(u) for u in parsed] == ids
+
+
+def test_seeding_random_does_not_repeat_message_ids() -> None:
+    """Applications seed ``random`` for reproducibility; our ids must not follow."""
+    encoder = Encoder()
+    random.seed(7)
+    first = [encoder.encode(Track(user_id="u", event="e")).message_id for _ in range(300)]
+    random.seed(7)
+    second = [encoder.encode(Track(user_id="u", event="e")).message_id for _ in range(300)]
+    assert not set(first) & set(second)
+
+
+def test_a_forked_child_never_repeats_the_parents_message_ids() -> None:
+    encoder = Encoder()
+    encoder.encode(Track(user_id="u", event="e"))  # the pool now holds ids the parent will use
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: report 300 ids, then leave without running the parent's hooks
+        ids = [encoder.encode(Track(user_id="u", event="e")).message_id for _ in range(300)]
+        os.write(write_end, " ".join(ids).encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        child = pipe.read().decode().split()
+    assert os.waitpid(pid, 0)[1] == 0
+    parent = [encoder.encode(Track(user_id="u", event="e")).message_id for _ in range(300)]
+    assert len(child) == 300 and not set(child) & set(parent)
 
 
 def test_wire_json_is_compact_utf8() -> None:

@@ -29,7 +29,7 @@ from reliability_helpers import (
     wait_for_marker,
 )
 
-from durable_analytics.store import MessageStore, Status
+from durable_analytics.store import MessageStore
 from durable_analytics.testing import Collector, Response
 
 KILLS = 20
@@ -145,7 +145,8 @@ def _retried_and_leased(queue: Path) -> int:
     conn = sqlite3.connect(str(queue))
     try:
         return conn.execute(
-            "SELECT COUNT(*) FROM messages WHERE status = ? AND attempts >= 1", (Status.LEASED,)
+            "SELECT COUNT(*) FROM messages m JOIN leases l ON m.id BETWEEN l.lo AND l.hi "
+            "WHERE m.attempts >= 1"
         ).fetchone()[0]
     finally:
         conn.close()

@@ -37,6 +37,13 @@ def item(i: int, pad: int = 0) -> Tuple[str, int]:
     return data, len(data.encode("utf-8"))
 
 
+# Each queued message a lease covers, with the lease's owner and expiry.
+HELD = (
+    "SELECT m.id, l.owner, l.expires FROM messages m "
+    "JOIN leases l ON m.id BETWEEN l.lo AND l.hi ORDER BY m.id"
+)
+
+
 def raw(path: Path, sql: str, params: Tuple[Any, ...] = ()) -> List[Tuple[Any, ...]]:
     """Read the file through a separate plain connection: only what was committed is seen."""
     conn = sqlite3.connect(str(path))
@@ -157,11 +164,9 @@ def test_lease_takes_oldest_first_and_marks_owner_and_expiry(store: MessageStore
     assert lease.ids == ids[:4]
     assert [row.data for row in lease.rows] == [body(i) for i in range(4)]
     assert lease.owner == owner and lease.expires == 1030.0
-    held = raw(
-        store.file,
-        "SELECT id, status, lease_owner, lease_expires FROM messages WHERE status = 2 ORDER BY id",
-    )
-    assert held == [(i, 2, owner, 1030.0) for i in ids[:4]]
+    assert raw(store.file, HELD) == [(i, owner, 1030.0) for i in ids[:4]]
+    # One lease row names the range; the messages themselves are not rewritten.
+    assert raw(store.file, "SELECT lo, hi, owner FROM leases") == [(ids[0], ids[3], owner)]
     assert store.stats().leased == 4 and store.stats().ready == 6
 
 
@@ -195,7 +200,8 @@ def test_lease_work_does_not_grow_with_the_backlog(make_store, tmp_path: Path) -
     """Count SQLite VM steps (deterministic, unlike time) for a lease on 1k and 200k rows."""
 
     def steps(store: MessageStore) -> int:
-        conn = store._db()
+        # Both connections: the batch is read on the side one, the lease written on the other.
+        conns = [store._db(), store._side_connection()]
         counted = [0]
 
         def tick() -> int:
@@ -203,20 +209,24 @@ def test_lease_work_does_not_grow_with_the_backlog(make_store, tmp_path: Path) -
             return 0
 
         statements: List[str] = []
-        conn.set_trace_callback(statements.append)
-        conn.set_progress_handler(tick, 1)
+        for conn in conns:
+            conn.set_trace_callback(statements.append)
+            conn.set_progress_handler(tick, 1)
         try:
             lease = store.lease(
                 store.new_owner(), max_messages=100, max_bytes=BIG, lease_seconds=30
             )
         finally:
-            conn.set_progress_handler(None, 1)
-            conn.set_trace_callback(None)
+            for conn in conns:
+                conn.set_progress_handler(None, 1)
+                conn.set_trace_callback(None)
         assert len(lease.rows) == 100
+        assert any("FROM messages" in sql for sql in statements)
         for sql in statements:
-            if sql.lstrip().upper().startswith(("SELECT", "UPDATE")):
-                plan = " ".join(row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
+            if sql.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE")):
+                plan = " ".join(row[-1] for row in conns[0].execute(f"EXPLAIN QUERY PLAN {sql}"))
                 assert "TEMP B-TREE FOR ORDER BY" not in plan, (sql, plan)
+                assert "SCAN messages" not in plan, (sql, plan)
         return counted[0]
 
     small = make_store(tmp_path / "small.sqlite3", max_queue_bytes=None)
@@ -228,6 +238,90 @@ def test_lease_work_does_not_grow_with_the_backlog(make_store, tmp_path: Path) -
     assert big.stats().ready == 200_000
     small_steps, big_steps = steps(small), steps(big)
     assert big_steps < small_steps * 1.5, (small_steps, big_steps)
+
+
+def test_a_lease_is_one_row_and_an_ack_one_range_delete(store: MessageStore) -> None:
+    """What makes the worker's transactions short: nothing is written per leased message."""
+    ids = store.append_many([item(i) for i in range(500)])
+    conn = store._db()
+    statements: List[str] = []
+    conn.set_trace_callback(statements.append)
+    try:
+        lease = lease_all(store, store.new_owner(), max_messages=500)
+        leasing = list(statements)
+        statements.clear()
+        assert store.ack(lease.ids) == 500
+    finally:
+        conn.set_trace_callback(None)
+    assert lease.ids == ids
+    writes = [sql for sql in leasing if sql.lstrip().upper().startswith(("INSERT", "UPDATE"))]
+    assert len(writes) == 1 and "INTO leases" in writes[0], leasing
+    assert not any(sql.lstrip().upper().startswith("UPDATE MESSAGES") for sql in statements)
+    assert [sql for sql in statements if "DELETE FROM messages" in sql] == [
+        f"DELETE FROM messages WHERE id BETWEEN {ids[0]} AND {ids[-1]}"
+    ]
+    assert raw(store.file, "SELECT COUNT(*) FROM messages") == [(0,)]
+    assert raw(store.file, "SELECT COUNT(*) FROM leases") == [(0,)]  # the empty lease is gone
+
+
+def test_a_batch_read_before_another_taker_leased_it_is_read_again(
+    store: MessageStore, make_store
+) -> None:
+    """The batch is read outside the write lock; the lease checks nobody took it meanwhile."""
+    ids = store.append_many([item(i) for i in range(6)])
+    other = make_store()  # another process on the same file
+    mine, theirs = store.new_owner(), other.new_owner()
+    original = store._ready_rows
+    raced = []
+
+    def read_then_lose_the_race(conn: sqlite3.Connection, limit: int) -> Any:
+        rows = original(conn, limit)
+        if not raced:  # between this read and our lease, the other process leases 3 of them
+            raced.append(other.lease(theirs, max_messages=3, max_bytes=BIG, lease_seconds=30))
+        return rows
+
+    store._ready_rows = read_then_lose_the_race  # type: ignore[method-assign]
+    lease = store.lease(mine, max_messages=10, max_bytes=BIG, lease_seconds=30)
+
+    assert raced[0].ids == ids[:3]
+    assert lease.ids == ids[3:]
+    assert dict((r[0], r[1]) for r in raw(store.file, HELD)) == {
+        **{i: theirs for i in ids[:3]},
+        **{i: mine for i in ids[3:]},
+    }
+
+
+def test_releasing_part_of_a_lease_keeps_the_rest_held(store: MessageStore) -> None:
+    ids = store.append_many([item(i) for i in range(10)])
+    owner, other = store.new_owner(), store.new_owner()
+    lease_all(store, owner)
+    middle = ids[3:6]
+
+    assert store.release(owner, middle, error="HTTP 503", retry_at=0) == (3, [])
+
+    held = raw(store.file, HELD)
+    assert [row[0] for row in held] == ids[:3] + ids[6:]
+    assert raw(store.file, "SELECT lo, hi FROM leases ORDER BY lo") == [
+        (ids[0], ids[2]),
+        (ids[6], ids[9]),
+    ]
+    assert (store.stats().ready, store.stats().leased) == (3, 7)
+    # Another taker gets exactly the released rows, never a held one.
+    assert lease_all(store, other).ids == middle
+    assert store.extend(owner, ids, 600) == 7  # only what the owner still holds
+    assert store.ack(ids[:3] + ids[6:]) == 7
+    assert raw(store.file, "SELECT owner FROM leases") == [(other,)]
+
+
+def test_dead_letters_from_the_middle_of_a_lease(store: MessageStore) -> None:
+    ids = store.append_many([item(i) for i in range(5)])
+    owner = store.new_owner()
+    lease_all(store, owner)
+    assert store.dead_letter(owner, [ids[2]], http_status=400, reason="bad userId") == 1
+    assert [row[0] for row in raw(store.file, HELD)] == ids[:2] + ids[3:]
+    assert store.ack(ids[:2] + ids[3:]) == 4
+    assert raw(store.file, "SELECT COUNT(*) FROM leases") == [(0,)]
+    assert [(d.data, d.http_status) for d in store.dead_letters()] == [(body(2), 400)]
 
 
 def test_expired_lease_is_taken_by_another_owner(store: MessageStore) -> None:
@@ -247,23 +341,16 @@ def test_stale_owner_cannot_touch_a_lease_it_lost(store: MessageStore) -> None:
     first, second = store.new_owner(), store.new_owner()
     store.lease(first, max_messages=10, max_bytes=BIG, lease_seconds=5, now=1000.0)
     store.lease(second, max_messages=10, max_bytes=BIG, lease_seconds=3600, now=1010.0)
-    before = raw(
-        store.file, "SELECT id, status, lease_owner, lease_expires, attempts, error FROM messages"
-    )
+    before = raw(store.file, "SELECT id, attempts, error FROM messages"), raw(store.file, HELD)
 
     assert store.release(first, ids, error="late failure", retry_at=0) == (0, [])
     assert store.dead_letter(first, ids, http_status=400, reason="late rejection") == 0
     assert store.extend(first, ids, 10_000) == 0
 
-    assert (
-        raw(
-            store.file,
-            "SELECT id, status, lease_owner, lease_expires, attempts, error FROM messages",
-        )
-        == before
-    )
+    after = raw(store.file, "SELECT id, attempts, error FROM messages"), raw(store.file, HELD)
+    assert after == before
     assert store.dead_letters() == []
-    assert {row[2] for row in before} == {second}
+    assert {row[1] for row in before[1]} == {second} and len(before[1]) == len(ids)
 
 
 def test_lease_of_another_host_is_kept_until_it_expires(store: MessageStore) -> None:
@@ -318,14 +405,9 @@ def test_release_puts_rows_back_with_error_and_persisted_backoff(
 
     assert store.release(owner, lease.ids, error="HTTP 503", retry_at=retry_at) == (2, [])
 
-    rows = raw(
-        store.file, "SELECT id, status, attempts, error, lease_owner FROM messages ORDER BY id"
-    )
-    assert rows == [
-        (ids[0], 1, 1, "HTTP 503", None),
-        (ids[1], 1, 1, "HTTP 503", None),
-        (ids[2], 1, 0, None, None),
-    ]
+    rows = raw(store.file, "SELECT id, attempts, error FROM messages ORDER BY id")
+    assert rows == [(ids[0], 1, "HTTP 503"), (ids[1], 1, "HTTP 503"), (ids[2], 0, None)]
+    assert raw(store.file, HELD) == []
     assert raw(store.file, "SELECT retry_at, failures, last_error FROM state") == [
         (retry_at, 1, "HTTP 503")
     ]
@@ -356,7 +438,8 @@ def test_release_gives_up_on_rows_first_tried_too_long_ago(store: MessageStore) 
     ]
     stats = store.stats()
     assert (stats.ready, stats.leased, stats.dead) == (2, 0, 2)
-    assert [r[0] for r in raw(store.file, "SELECT id FROM messages WHERE status = 1")] == new
+    assert [r[0] for r in raw(store.file, "SELECT id FROM messages ORDER BY id")] == new
+    assert raw(store.file, HELD) == []
 
 
 def test_dead_letter_keeps_status_and_reason_then_requeue_and_purge(store: MessageStore) -> None:
@@ -668,6 +751,56 @@ def test_file_from_a_newer_version_asks_for_an_upgrade(make_store, queue_file: P
     assert str(queue_file) in text and "upgrade durable-analytics" in text
     assert f"schema {SCHEMA_VERSION + 1}" in text
     assert raw(queue_file, "SELECT data FROM messages") == [(body(1),)]
+
+
+def test_a_schema_1_file_is_upgraded_and_keeps_every_message(queue_file: Path) -> None:
+    """Schema 1 (the first release) marked each leased row; its leases become ready again."""
+    queue_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(queue_file))
+    conn.executescript(
+        """
+        CREATE TABLE messages (id INTEGER PRIMARY KEY, data TEXT NOT NULL,
+            size INTEGER NOT NULL, created REAL NOT NULL, status INTEGER NOT NULL DEFAULT 1,
+            attempts INTEGER NOT NULL DEFAULT 0, first_attempt REAL, lease_owner TEXT,
+            lease_expires REAL, error TEXT);
+        CREATE INDEX messages_leased ON messages (lease_expires) WHERE status = 2;
+        CREATE TABLE dead_letters (id INTEGER PRIMARY KEY, data TEXT NOT NULL,
+            size INTEGER NOT NULL, created REAL NOT NULL, attempts INTEGER NOT NULL,
+            http_status INTEGER, reason TEXT, dead_at REAL NOT NULL);
+        CREATE TABLE state (id INTEGER PRIMARY KEY CHECK (id = 0),
+            seq INTEGER NOT NULL DEFAULT 0, dropped INTEGER NOT NULL DEFAULT 0,
+            delivered INTEGER NOT NULL DEFAULT 0, retry_at REAL NOT NULL DEFAULT 0,
+            failures INTEGER NOT NULL DEFAULT 0, last_error TEXT);
+        INSERT INTO state (id, seq, delivered) VALUES (0, 7, 40);
+        PRAGMA user_version = 1;
+        """
+    )
+    conn.executemany(
+        "INSERT INTO messages (id, data, size, created, status, attempts, lease_owner, "
+        "lease_expires) VALUES (?, ?, ?, 1000.0, ?, ?, ?, ?)",
+        [
+            (5, body(5), len(body(5)), 2, 1, "old-host|1|1|abc", 9e9),
+            (6, body(6), len(body(6)), 1, 0, None, None),
+        ],
+    )
+    conn.commit()
+    conn.close()
+    queue_file.chmod(0o600)
+
+    store = MessageStore.open(queue_file)
+    try:
+        assert raw(queue_file, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(2,)]
+        assert raw(queue_file, "SELECT name FROM sqlite_master WHERE type = 'index'") == []
+        stats = store.stats()
+        assert (stats.ready, stats.leased, stats.delivered) == (2, 0, 40)
+        new = store.append(body(8))
+        assert new == 8  # ids go on from the old high-water mark
+        lease = lease_all(store, store.new_owner())
+        assert lease.ids == [5, 6, 8]
+        assert [row.attempts for row in lease.rows] == [1, 0, 0]
+        assert [row.data for row in lease.rows] == [body(5), body(6), body(8)]
+    finally:
+        store.close()
 
 
 # --------------------------------------------------------------------------------------------

@@ -87,7 +87,11 @@ def read_line(stream: IO[str]) -> str:
 
 
 def holders(store: MessageStore) -> Dict[int, Optional[str]]:
-    return dict(store._read("SELECT id, lease_owner FROM messages WHERE status = 2"))
+    return dict(
+        store._read(
+            "SELECT m.id, l.owner FROM messages m JOIN leases l ON m.id BETWEEN l.lo AND l.hi"
+        )
+    )
 
 
 # --------------------------------------------------------------------------------------------
