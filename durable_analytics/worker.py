@@ -137,7 +137,7 @@ class Worker:
     def notify_append(self) -> None:
         """Called after each local append: wake the thread once ``flush_at`` are waiting."""
         self._appended += 1
-        if self._appended >= self.flush_at:
+        if self._appended >= self.flush_at and not self._wake.is_set():
             self._wake.set()
 
     def _run(self) -> None:

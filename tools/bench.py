@@ -25,7 +25,7 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -115,14 +115,40 @@ def _segment(url: str, **options: Any) -> Any:
     return Client("bench-key", host=url, **options)
 
 
-def _latencies(call: Callable[[int], Any], count: int) -> List[float]:
-    timings = []
-    clock = time.perf_counter
-    for i in range(count):
-        started = clock()
-        call(i)
-        timings.append(clock() - started)
-    return timings
+LATENCY_SCRIPT = textwrap.dedent(
+    """
+    import json, logging, statistics, sys, time
+    name, url, queue = sys.argv[1], sys.argv[2], sys.argv[3]
+    props = {"plan": "Enterprise", "amount": 42.5, "currency": "USD", "coupon": "WINTER"}
+    if name == "durable":
+        from durable_analytics import Client
+        client = Client("bench-key", endpoint=url, queue_path=queue)
+    else:
+        logging.getLogger("segment").setLevel(logging.CRITICAL)
+        from segment.analytics import Client
+        client = Client("bench-key", host=url)
+    track, clock, timings = client.track, time.perf_counter, []
+    for i in range(200):  # warm up both the same way
+        track("warm-%d" % i, "Order Completed", props)
+    print("ready", flush=True)
+    for line in sys.stdin:
+        command = line.split()
+        if command[0] != "run":
+            break
+        start, count = int(command[1]), int(command[2])
+        for i in range(start, start + count):
+            started = clock()
+            track("user-%06d" % i, "Order Completed", props)
+            timings.append(clock() - started)
+        print("done", flush=True)
+    if name == "durable":
+        client.shutdown(timeout=30)
+    else:
+        client.flush()
+        client.shutdown()
+    print(json.dumps(timings), flush=True)
+    """
+)
 
 
 def _summary(timings: List[float]) -> Dict[str, float]:
@@ -136,32 +162,42 @@ def _summary(timings: List[float]) -> Dict[str, float]:
 def bench_latency(collector: RemoteCollector, calls: int, workdir: Path) -> Dict[str, Any]:
     """1. Median and p99 per track() while each library's worker uploads.
 
-    The two run interleaved, in chunks of 1,000 calls in alternating order, so that both see
-    the same moments of a shared, noisy machine.
+    Each library runs in a process of its own (one library's background thread must not take
+    the other's interpreter lock), and the two take turns in chunks of 1,000 calls, in
+    alternating order, so that both see the same moments of a shared, noisy machine.
     """
-    clients = {
-        "durable": _ours(collector.url, str(workdir / "latency.sqlite3")),
-        "segment": _segment(collector.url),
-    }
-    timings: Dict[str, List[float]] = {name: [] for name in clients}
-    for client in clients.values():
-        for i in range(200):  # warm up both the same way
-            client.track(f"warm-{i}", "Order Completed", PROPERTIES)
-    chunk = 1000
-    for start in range(0, calls, chunk):
-        order = list(clients) if (start // chunk) % 2 == 0 else list(reversed(list(clients)))
-        for name in order:
-            client = clients[name]
-            timings[name] += _latencies(
-                lambda i, c=client, s=start: c.track(
-                    f"user-{s + i:06d}", "Order Completed", PROPERTIES
-                ),
-                min(chunk, calls - start),
-            )
-    clients["durable"].shutdown(timeout=30)
-    clients["segment"].flush()
-    clients["segment"].shutdown()
-    result: Dict[str, Any] = {name: _summary(sorted(values)) for name, values in timings.items()}
+    processes = {
+        name: subprocess.Popen(
+            [sys.executable, "-c", LATENCY_SCRIPT, name, collector.url,
+             str(workdir / "latency.sqlite3")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        for name in ("durable", "segment")
+    }  # fmt: skip
+    try:
+        for process in processes.values():
+            assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+        chunk = 1000
+        for start in range(0, calls, chunk):
+            order = list(processes) if (start // chunk) % 2 == 0 else list(reversed(processes))
+            for name in order:
+                process = processes[name]
+                assert process.stdin is not None and process.stdout is not None
+                process.stdin.write(f"run {start} {min(chunk, calls - start)}\n")
+                process.stdin.flush()
+                assert process.stdout.readline().strip() == "done"
+        timings = {}
+        for name, process in processes.items():
+            out, _ = process.communicate("end\n", timeout=120)
+            timings[name] = sorted(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+    result: Dict[str, Any] = {name: _summary(values) for name, values in timings.items()}
     result["median_ratio"] = round(
         result["durable"]["median_us"] / result["segment"]["median_us"], 2
     )
