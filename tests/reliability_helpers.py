@@ -153,6 +153,9 @@ def drain_cli(queue: Path, endpoint: str, timeout: float = 30.0) -> Dict[str, An
     return summary
 
 
+COLLECTOR_LAG = 0.5  # seconds a killed sender's last request may take to be read and stamped
+
+
 def wasted_deliveries(collector: Collector) -> List[Tuple[Any, List[str], Set[str]]]:
     """Accepted requests whose messages the server received again later.
 
@@ -227,6 +230,9 @@ class CrashReport:
             "lost": len(self.lost),
             "duplicates": self.duplicates,
             "batches_redelivered": len(self.wasted_batches),
+            "read_after_the_successor_started": sum(
+                1 for entry in self.wasted_batches if entry.get("read_after_the_successor_started")
+            ),
             "kills_during_appends": self.kills_during_appends,
             "kills_with_redelivery": self.kills_with_redelivery,
             "unattributed_redeliveries": len(self.unattributed),
@@ -409,7 +415,10 @@ def _crash_report(
     # Every redelivery must come from one batch the server accepted while its producer was
     # being killed: a "wasted" delivery is one whose messages the server receives again later,
     # and each killed run may account for at most one. (A batch redelivered by a run that is
-    # killed in the same window again is wasted twice, once per kill.)
+    # killed in the same window again is wasted twice, once per kill.) The collector stamps a
+    # request when it has read it, which on a busy machine can be a little after the killed
+    # sender's successor started: such a request is put on the previous run, if that run's
+    # kill was at most COLLECTOR_LAG before and it has no batch of its own yet.
     by_lane: Dict[int, List[Run]] = {}
     for run in sorted(runs, key=lambda r: r.started):
         by_lane.setdefault(run.lane, []).append(run)
@@ -430,7 +439,16 @@ def _crash_report(
             unattributed.append(entry)
             continue
         run = candidates[-1]
+        if len(candidates) > 1:
+            previous = candidates[-2]
+            if (
+                lane,
+                previous.number,
+            ) not in blamed and request.received_at - previous.killed_at <= COLLECTOR_LAG:
+                run = previous
+                entry["read_after_the_successor_started"] = True
         entry["run"] = run.number
+        entry["seconds_after_start"] = round(request.received_at - run.started, 4)
         entry["seconds_before_kill"] = round(run.killed_at - request.received_at, 4)
         key = (lane, run.number)
         blamed[key] = blamed.get(key, 0) + 1
