@@ -26,9 +26,11 @@ order with no index to maintain on append, the path every call takes.
 
 from __future__ import annotations
 
+import bisect
 import enum
 import json
 import logging
+import operator
 import os
 import socket
 import sqlite3
@@ -37,6 +39,8 @@ import time
 import uuid
 import weakref
 from dataclasses import dataclass
+from itertools import accumulate, repeat
+from itertools import count as count_up
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -209,20 +213,6 @@ def _owner_token() -> str:
     return _process_prefix() + uuid.uuid4().hex[:8]
 
 
-def _fit(rows: List[Row], max_bytes: int) -> List[Row]:
-    """The leading ``rows`` whose sizes, plus one separator byte each, fit ``max_bytes``.
-
-    A first row larger than the budget is taken alone: it is tried (and rejected by the
-    server) rather than left to block the queue.
-    """
-    used = 0
-    for count, row in enumerate(rows):
-        used += row.size + 1
-        if used > max_bytes and count:
-            return rows[:count]
-    return rows
-
-
 # A batch in one row: the statement runs without handing the interpreter lock back and forth
 # once per message (a row-by-row fetch of 500 rows lets the application's thread in 500
 # times, and each switch costs both threads). Stored JSON never holds a raw control
@@ -238,26 +228,35 @@ _BATCH_ROWS = (
 )
 
 
-def _read_batch(conn: sqlite3.Connection, low: int, high: int, limit: int) -> List[Row]:
-    """Up to ``limit`` messages with ids in ``low..high``, oldest first."""
+def _read_batch(
+    conn: sqlite3.Connection, low: int, high: int, limit: int, max_bytes: int
+) -> List[Row]:
+    """The oldest messages with ids in ``low..high``: at most ``limit``, and as many as fit
+    ``max_bytes`` counting one separator byte each. A first message larger than the budget
+    is taken alone: it is tried (and rejected by the server) rather than left to block the
+    queue. Built with C-level calls only: this runs once per batch of up to 500 messages."""
     count, ids, sizes, attempts, created, data = conn.execute(_BATCH, (low, high, limit)).fetchone()
     if not count:
         return []
     texts = data.split("\x1e")
     if len(texts) != count:
-        return [Row(*row) for row in conn.execute(_BATCH_ROWS, (low, high, limit))]
-    rows = list(
-        map(
-            Row,
-            map(int, ids.split(",")),
-            texts,
-            map(int, sizes.split(",")),
-            map(int, attempts.split(",")),
-            map(float, created.split(",")),
+        rows = [Row(*row) for row in conn.execute(_BATCH_ROWS, (low, high, limit))]
+    else:
+        rows = sorted(  # in id order, whatever order the aggregate saw the rows in
+            map(
+                tuple.__new__,
+                repeat(Row),
+                zip(
+                    map(int, ids.split(",")),
+                    texts,
+                    map(int, sizes.split(",")),
+                    map(int, attempts.split(",")),
+                    map(float, created.split(",")),
+                ),
+            )
         )
-    )
-    rows.sort()  # in id order, whatever order the aggregate saw the rows in
-    return rows
+    totals = list(map(operator.add, accumulate(map(operator.itemgetter(2), rows)), count_up(1)))
+    return rows[: max(1, bisect.bisect_right(totals, max_bytes))]
 
 
 def _marks(ids: Sequence[int]) -> str:
@@ -821,7 +820,7 @@ class MessageStore(SQLiteAckQueue):
                 conn = self._side_connection()
                 conn.execute("BEGIN")
                 try:
-                    seen = _fit(self._ready_rows(conn, max_messages), max_bytes)
+                    seen = self._ready_rows(conn, max_messages, max_bytes)
                 finally:
                     conn.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -840,7 +839,7 @@ class MessageStore(SQLiteAckQueue):
                 if taken or present != len(rows):
                     rows = []
             if not rows:
-                rows = _fit(self._ready_rows(conn, max_messages), max_bytes)
+                rows = self._ready_rows(conn, max_messages, max_bytes)
             if not rows:
                 return None
             conn.execute(
@@ -851,10 +850,10 @@ class MessageStore(SQLiteAckQueue):
 
         return self._write(work)
 
-    def _ready_rows(self, conn: sqlite3.Connection, limit: int) -> List[Row]:
-        """Up to ``limit`` of the oldest ready messages: the first free span that has any."""
+    def _ready_rows(self, conn: sqlite3.Connection, limit: int, max_bytes: int) -> List[Row]:
+        """The oldest ready messages (see ``_read_batch``): the first free span that has any."""
         for low, high in self._free_spans(conn):
-            rows = _read_batch(conn, low, high, limit)
+            rows = _read_batch(conn, low, high, limit, max_bytes)
             if rows:
                 return rows
         return []

@@ -95,6 +95,9 @@ class Worker:
         self._progress = threading.Condition()
         self._flushers = 0
         self._appended = 0
+        # Appends wake the thread only while it waits for messages: not in a backoff, nor while
+        # a partial batch lingers (it would wake on every call and read the file for nothing).
+        self._wake_on_append = True
         self._thread: Optional[threading.Thread] = None
         self._paused_until = 0.0  # a refused write key pauses this process only
         self._last_send = 0.0
@@ -137,7 +140,7 @@ class Worker:
     def notify_append(self) -> None:
         """Called after each local append: wake the thread once ``flush_at`` are waiting."""
         self._appended += 1
-        if self._appended >= self.flush_at and not self._wake.is_set():
+        if self._appended >= self.flush_at and self._wake_on_append and not self._wake.is_set():
             self._wake.set()
 
     def _run(self) -> None:
@@ -180,6 +183,7 @@ class Worker:
         ``flush_interval``) or ``"idle"`` (nothing ready; other takers may hold leases).
         """
         now = self.clock()
+        self._wake_on_append = False
         retry_at = self._retry_at()
         if retry_at > now:
             return retry_at - now, "backoff"
@@ -188,6 +192,7 @@ class Worker:
         else:
             count, oldest = self.store.ready_summary(self.max_batch_messages)
         if count == 0:
+            self._wake_on_append = True
             expiry = self.store.next_lease_expiry()
             if expiry is None:
                 return self.flush_interval, "idle"
@@ -196,6 +201,7 @@ class Worker:
             return min(self.flush_interval, max(expiry - now, 0.01)), "idle"
         due = force or count >= self.flush_at or now - (oldest or now) >= self.flush_interval
         if not due:
+            self._wake_on_append = True
             return max(0.01, (oldest or now) + self.flush_interval - now), "waiting"
         if not force and count < self.max_batch_messages and now < self._last_send + self.linger:
             # Under a steady stream, let a partial batch fill up a little: fewer, fuller

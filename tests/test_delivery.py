@@ -378,6 +378,51 @@ def test_backoff_survives_a_restart(make_client, collector: Collector, queue_fil
     assert len(collector.message_ids) == 2
 
 
+def _count_cycles(worker: Any) -> List[int]:
+    """Record each pass of the worker's loop (each one reads the queue file)."""
+    cycles: List[int] = []
+    original = worker.cycle
+
+    def counted(force: bool = False) -> Any:
+        cycles.append(1)
+        return original(force)
+
+    worker.cycle = counted
+    return cycles
+
+
+def test_appends_during_a_backoff_do_not_wake_the_worker(make_client, collector: Collector) -> None:
+    collector.set_default(503)
+    client = make_client(flush_at=1, retry_policy=SLOW_RETRY)
+    client.track("u", "first")
+    assert collector.wait_for_requests(1, timeout=10)
+    cycles = _count_cycles(client._worker)
+
+    track_many(client, 500)
+    time.sleep(0.3)
+
+    assert len(cycles) <= 2, len(cycles)  # it sleeps out the backoff instead of polling
+    assert len(collector.requests) == 1
+    assert client.stats().ready == 501
+
+
+def test_appends_while_a_batch_lingers_do_not_wake_the_worker_each_time(
+    make_client, collector: Collector
+) -> None:
+    client = make_client(flush_at=1)
+    client.track("u", "first")
+    assert client.flush(timeout=10)
+    cycles = _count_cycles(client._worker)
+
+    track_many(client, 3000)
+    assert client.flush(timeout=30)
+
+    requests_sent = len(collector.requests) - 1
+    assert len(collector.message_ids) == 3001
+    # One pass per request, plus a few that find the batch lingering: not one per call.
+    assert len(cycles) <= 3 * requests_sent + 20, (len(cycles), requests_sent)
+
+
 def test_shutdown_interrupts_a_long_backoff_at_once(make_client, collector: Collector) -> None:
     collector.set_default(503)
     client = make_client(retry_policy=SLOW_RETRY)

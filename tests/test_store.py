@@ -274,8 +274,8 @@ def test_a_batch_read_before_another_taker_leased_it_is_read_again(
     original = store._ready_rows
     raced = []
 
-    def read_then_lose_the_race(conn: sqlite3.Connection, limit: int) -> Any:
-        rows = original(conn, limit)
+    def read_then_lose_the_race(conn: sqlite3.Connection, limit: int, max_bytes: int) -> Any:
+        rows = original(conn, limit, max_bytes)
         if not raced:  # between this read and our lease, the other process leases 3 of them
             raced.append(other.lease(theirs, max_messages=3, max_bytes=BIG, lease_seconds=30))
         return rows
@@ -289,6 +289,17 @@ def test_a_batch_read_before_another_taker_leased_it_is_read_again(
         **{i: theirs for i in ids[:3]},
         **{i: mine for i in ids[3:]},
     }
+
+
+def test_a_row_holding_the_batch_separator_is_still_read_exactly(store: MessageStore) -> None:
+    """A batch is read as one aggregated row split on char(30); a row (not written by this
+    library) that holds that character makes the read fall back to row by row."""
+    odd = '{"type":"track","note":"a\x1eb"}'
+    ids = [store.append(body(0)), store.append(odd), store.append(body(2))]
+    lease = lease_all(store, store.new_owner())
+    assert lease.ids == ids
+    assert [row.data for row in lease.rows] == [body(0), odd, body(2)]
+    assert [row.size for row in lease.rows] == [len(body(0)), len(odd), len(body(2))]
 
 
 def test_releasing_part_of_a_lease_keeps_the_rest_held(store: MessageStore) -> None:

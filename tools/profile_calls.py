@@ -1,0 +1,100 @@
+"""Time ``track()`` calls in one process, with the worker uploading or not, and optionally time
+each of the queue's write transactions, to see which of them the slow calls overlap.
+
+    python tools/profile_calls.py                  # 20,000 calls, worker uploading
+    python tools/profile_calls.py --no-send        # the call alone (send=False)
+    python tools/profile_calls.py --transactions   # also: lease/ack times, slow calls' overlaps
+
+The collector runs in a process of its own, as in ``tools/bench.py``. This is a diagnostic:
+the side-by-side comparison with segment-analytics-python is ``tools/bench.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import PROPERTIES, RemoteCollector  # noqa: E402
+
+from durable_analytics import Client  # noqa: E402
+from durable_analytics.store import MessageStore  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=20_000)
+    parser.add_argument("--no-send", action="store_true", help="send=False: no worker")
+    parser.add_argument("--transactions", action="store_true", help="time each write")
+    args = parser.parse_args()
+
+    spans: List[Tuple[float, float, str]] = []
+    if args.transactions:
+        write = MessageStore._write
+
+        def timed(self: MessageStore, work: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return write(self, work)
+            finally:
+                name = work.__qualname__.split(".")[-3] if "." in work.__qualname__ else "?"
+                spans.append((started, time.perf_counter() - started, name))
+
+        MessageStore._write = timed  # type: ignore[method-assign]
+
+    collector = RemoteCollector()
+    calls: List[Tuple[float, float]] = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            client = Client(
+                "bench-key",
+                endpoint=collector.url,
+                queue_path=str(Path(tmp) / "calls.sqlite3"),
+                send=not args.no_send,
+            )
+            for i in range(200):
+                client.track(f"warm-{i}", "Order Completed", PROPERTIES)
+            clock = time.perf_counter
+            for i in range(args.calls):
+                started = clock()
+                client.track(f"user-{i:06d}", "Order Completed", PROPERTIES)
+                calls.append((started, clock() - started))
+            client.shutdown(timeout=30)
+    finally:
+        collector.close()
+
+    timings = sorted(duration for _, duration in calls)
+    print(
+        f"{'no send' if args.no_send else 'worker uploading'}: {len(timings):,} calls, "
+        f"median {statistics.median(timings) * 1e6:.1f} µs, "
+        f"mean {statistics.fmean(timings) * 1e6:.1f} µs, "
+        f"p99 {timings[int(len(timings) * 0.99)] * 1e6:.1f} µs, "
+        f"p99.9 {timings[int(len(timings) * 0.999)] * 1e6:.1f} µs"
+    )
+    if spans:
+        by_name: Dict[str, List[float]] = defaultdict(list)
+        for _, duration, name in spans:
+            by_name[name].append(duration)
+        for name, values in sorted(by_name.items()):
+            values.sort()
+            print(
+                f"  {name:<8} {len(values):>5} transactions, median "
+                f"{values[len(values) // 2] * 1e6:.0f} µs, p90 "
+                f"{values[int(len(values) * 0.9)] * 1e6:.0f} µs"
+            )
+        slow = [(s, d) for s, d in calls if d > 1e-3]
+        overlapping = sum(1 for s, d in slow if any(t < s + d and t + u > s for t, u, _ in spans))
+        print(f"  calls over 1 ms: {len(slow)}, of which {overlapping} overlap a transaction")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
