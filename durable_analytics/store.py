@@ -18,16 +18,15 @@ the parts that are unsafe with several processes on one file are replaced (see
 
 Rows are JSON text (never pickle). A row is ``READY`` until a lease covers it, ``LEASED`` by one
 taker for one upload attempt, and then deleted (accepted), ``READY`` again (released with a retry
-time) or
-moved to ``dead_letters`` (rejected by the server: kept with its status and reason until
-requeued or purged). Keeping dead letters in their own table leaves the queue table in rowid
+time) or moved to ``dead_letters`` (rejected by the server: kept with its status and reason
+until requeued or purged). Keeping dead letters in their own table leaves the queue table in rowid
 order with no index to maintain on append, the path every call takes.
 """
 
 from __future__ import annotations
 
 import bisect
-import enum
+import contextlib
 import json
 import logging
 import operator
@@ -42,7 +41,18 @@ from dataclasses import dataclass
 from itertools import accumulate, repeat
 from itertools import count as count_up
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import (
+    Any,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 import persistqueue.serializers.json as json_serializer
 from persistqueue.sqlackqueue import SQLiteAckQueue
@@ -51,7 +61,6 @@ from .errors import ConfigError, QueueCorrupt, QueueError, QueueFull, QueueLocke
 from .paths import prepare_queue_path
 
 __all__ = [
-    "Status",
     "Row",
     "DeadLetter",
     "Lease",
@@ -75,15 +84,6 @@ _WAL_KEEP_BYTES = 8 * 1024 * 1024  # a WAL file is truncated to this after a che
 _WAL_CHECKPOINT_BYTES = 16 * 1024 * 1024  # the worker checkpoints past this (each one fsyncs)
 _WAL_AUTOCHECKPOINT_PAGES = 16384  # 64 MB of 4 KB pages: the fallback when no worker runs
 _LARGEST_MESSAGE = 32_768  # bytes one append can add, at most, under the default message limit
-
-
-class Status(enum.IntEnum):
-    """A message's state: READY (in ``messages``, no lease covers it), LEASED (a row of
-    ``leases`` covers its id) or DEAD (in ``dead_letters``)."""
-
-    READY = 1
-    LEASED = 2
-    DEAD = 9
 
 
 class Row(NamedTuple):
@@ -318,6 +318,11 @@ _SCHEMA = (
         last_error    TEXT
     )""",
     "INSERT OR IGNORE INTO state (id) VALUES (0)",
+)
+# How many queued messages the selected leases cover (append ``WHERE`` to select some).
+_COVERED = (
+    "SELECT COALESCE(SUM((SELECT COUNT(*) FROM messages "
+    "WHERE id BETWEEN leases.lo AND leases.hi)), 0) FROM leases"
 )
 # Schema 1 marked each leased row (status 2, owner, expiry; a partial index over them). Its
 # columns stay in an upgraded file, unused; rows it had leased are simply ready again.
@@ -627,6 +632,22 @@ class MessageStore(SQLiteAckQueue):
                     raise self._translate(exc) from exc
                 raise
 
+    @contextlib.contextmanager
+    def _snapshot(self, side: bool = False) -> Iterator[sqlite3.Connection]:
+        """A connection inside one read transaction, so that several statements see one state
+        of the file. ``side``: the worker's side connection, which the callers' appends never
+        wait for; otherwise the main one, under ``tran_lock``."""
+        with self._side_lock if side else self.tran_lock:
+            try:
+                conn = self._side_connection() if side else self._db()
+                conn.execute("BEGIN")
+                try:
+                    yield conn
+                finally:
+                    conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from exc
+
     def _read(self, sql: str, params: Sequence[Any] = ()) -> List[Tuple[Any, ...]]:
         with self.tran_lock:
             try:
@@ -815,16 +836,8 @@ class MessageStore(SQLiteAckQueue):
         # appends wait for; the lease transaction then only checks that nobody took or settled
         # any of it meanwhile (no id can appear inside a range: ids only grow) and writes one
         # row. If the check fails, the batch is read again inside the transaction.
-        with self._side_lock:
-            try:
-                conn = self._side_connection()
-                conn.execute("BEGIN")
-                try:
-                    seen = self._ready_rows(conn, max_messages, max_bytes)
-                finally:
-                    conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise self._translate(exc) from exc
+        with self._snapshot(side=True) as conn:
+            seen = self._ready_rows(conn, max_messages, max_bytes)
 
         def work(conn: sqlite3.Connection) -> Optional[Lease]:
             self._reclaim(conn, moment)
@@ -873,11 +886,7 @@ class MessageStore(SQLiteAckQueue):
     @staticmethod
     def _drop_leases(conn: sqlite3.Connection, where: str, params: Sequence[Any]) -> int:
         """Delete the leases matching ``where``; return how many messages they covered."""
-        covered = conn.execute(
-            "SELECT COALESCE(SUM((SELECT COUNT(*) FROM messages "
-            f"WHERE id BETWEEN leases.lo AND leases.hi)), 0) FROM leases WHERE {where}",
-            params,
-        ).fetchone()[0]
+        covered = conn.execute(f"{_COVERED} WHERE {where}", params).fetchone()[0]
         conn.execute(f"DELETE FROM leases WHERE {where}", params)
         return int(covered)
 
@@ -1039,7 +1048,7 @@ class MessageStore(SQLiteAckQueue):
                     ]
             self._uncover(conn, held)
             if dead:
-                self._move_dead(conn, dead, None, f"gave up retrying: {error}", 0)
+                self._move_dead(conn, dead, None, f"gave up retrying: {error}")
             conn.execute(
                 "UPDATE state SET failures = failures + ?, retry_at = MAX(retry_at, ?), "
                 "last_error = ? WHERE id = 0",
@@ -1056,7 +1065,7 @@ class MessageStore(SQLiteAckQueue):
 
         def work(conn: sqlite3.Connection) -> int:
             held = list(self._held(conn, owner, ids))
-            moved = self._move_dead(conn, held, http_status, reason, 0)
+            moved = self._move_dead(conn, held, http_status, reason)
             self._forget_empty_leases(conn, held)
             conn.execute("UPDATE state SET last_error = ? WHERE id = 0", (reason,))
             return moved
@@ -1069,18 +1078,17 @@ class MessageStore(SQLiteAckQueue):
         ids: Sequence[int],
         http_status: Optional[int],
         reason: str,
-        extra_attempts: int,
     ) -> int:
-        """Move these queued rows to the dead letters, counting ``extra_attempts`` more."""
+        """Move these queued rows to the dead letters, with the status and reason."""
         moved = 0
         now = time.time()
         conn.execute(_HIGH_WATER)
         for low, high in _runs(ids):
             moved += conn.execute(
                 "INSERT INTO dead_letters (data, size, created, attempts, http_status, "
-                "reason, dead_at) SELECT data, size, created, attempts + ?, ?, ?, ? "
+                "reason, dead_at) SELECT data, size, created, attempts, ?, ?, ? "
                 "FROM messages WHERE id BETWEEN ? AND ? ORDER BY id",
-                (extra_attempts, http_status, reason, now, low, high),
+                (http_status, reason, now, low, high),
             ).rowcount
             conn.execute("DELETE FROM messages WHERE id BETWEEN ? AND ?", (low, high))
         return moved
@@ -1150,30 +1158,21 @@ class MessageStore(SQLiteAckQueue):
         """How many ready messages, counting no further than ``limit``, and the oldest's time."""
         count = 0
         oldest: Optional[float] = None
-        with self.tran_lock:
-            try:
-                conn = self._db()
-                conn.execute("BEGIN")
-                try:
-                    for low, high in self._free_spans(conn):
-                        if oldest is None:
-                            first = conn.execute(
-                                "SELECT created FROM messages WHERE id BETWEEN ? AND ? "
-                                "ORDER BY id LIMIT 1",
-                                (low, high),
-                            ).fetchone()
-                            oldest = first[0] if first else None
-                        count += conn.execute(
-                            "SELECT COUNT(*) FROM (SELECT 1 FROM messages "
-                            "WHERE id BETWEEN ? AND ? LIMIT ?)",
-                            (low, high, limit - count),
-                        ).fetchone()[0]
-                        if count >= limit:
-                            break
-                finally:
-                    conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise self._translate(exc) from exc
+        with self._snapshot() as conn:
+            for low, high in self._free_spans(conn):
+                if oldest is None:
+                    first = conn.execute(
+                        "SELECT created FROM messages WHERE id BETWEEN ? AND ? ORDER BY id LIMIT 1",
+                        (low, high),
+                    ).fetchone()
+                    oldest = first[0] if first else None
+                count += conn.execute(
+                    "SELECT COUNT(*) FROM (SELECT 1 FROM messages "
+                    "WHERE id BETWEEN ? AND ? LIMIT ?)",
+                    (low, high, limit - count),
+                ).fetchone()[0]
+                if count >= limit:
+                    break
         return count, oldest
 
     def next_lease_expiry(self) -> Optional[float]:
@@ -1201,51 +1200,30 @@ class MessageStore(SQLiteAckQueue):
     def ready_sizes(self, last_id: int) -> List[int]:
         """Sizes of the ready messages with id <= ``last_id``, oldest first (a dry-run drain)."""
         sizes: List[int] = []
-        with self.tran_lock:
-            try:
-                conn = self._db()
-                conn.execute("BEGIN")
-                try:
-                    for low, high in self._free_spans(conn):
-                        sizes += [
-                            row[0]
-                            for row in conn.execute(
-                                "SELECT size FROM messages WHERE id BETWEEN ? AND ? ORDER BY id",
-                                (low, min(high, last_id)),
-                            )
-                        ]
-                finally:
-                    conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise self._translate(exc) from exc
+        with self._snapshot() as conn:
+            for low, high in self._free_spans(conn):
+                sizes += [
+                    row[0]
+                    for row in conn.execute(
+                        "SELECT size FROM messages WHERE id BETWEEN ? AND ? ORDER BY id",
+                        (low, min(high, last_id)),
+                    )
+                ]
         return sizes
 
     def stats(self) -> Stats:
-        with self.tran_lock:
-            try:
-                conn = self._db()
-                conn.execute("BEGIN")
-                try:
-                    dropped, delivered, retry_at, last_error = conn.execute(
-                        "SELECT dropped, delivered, retry_at, last_error FROM state"
-                    ).fetchone()
-                    queued, total = conn.execute(
-                        "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages"
-                    ).fetchone()
-                    dead, dead_bytes = conn.execute(
-                        "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM dead_letters"
-                    ).fetchone()
-                    leased = conn.execute(
-                        "SELECT COALESCE(SUM((SELECT COUNT(*) FROM messages "
-                        "WHERE id BETWEEN leases.lo AND leases.hi)), 0) FROM leases"
-                    ).fetchone()[0]
-                    oldest = conn.execute(
-                        "SELECT created FROM messages ORDER BY id LIMIT 1"
-                    ).fetchone()
-                finally:
-                    conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise self._translate(exc) from exc
+        with self._snapshot() as conn:
+            dropped, delivered, retry_at, last_error = conn.execute(
+                "SELECT dropped, delivered, retry_at, last_error FROM state"
+            ).fetchone()
+            queued, total = conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages"
+            ).fetchone()
+            dead, dead_bytes = conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM dead_letters"
+            ).fetchone()
+            leased = conn.execute(_COVERED).fetchone()[0]
+            oldest = conn.execute("SELECT created FROM messages ORDER BY id LIMIT 1").fetchone()
         file_bytes = sum(
             p.stat().st_size
             for p in (self.file, Path(f"{self.file}-wal"), Path(f"{self.file}-shm"))
