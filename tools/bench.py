@@ -117,7 +117,7 @@ def _segment(url: str, **options: Any) -> Any:
 
 LATENCY_SCRIPT = textwrap.dedent(
     """
-    import json, logging, statistics, sys, time
+    import json, logging, sys, time
     name, url, queue = sys.argv[1], sys.argv[2], sys.argv[3]
     props = {"plan": "Enterprise", "amount": 42.5, "currency": "USD", "coupon": "WINTER"}
     if name == "durable":
