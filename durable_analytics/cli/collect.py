@@ -1,0 +1,97 @@
+"""``durable-analytics collect``: the loopback collector in the foreground, printing what it
+accepts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+from typing import Any, Dict
+
+from .options import ENV_WRITE_KEY, EXIT_OK, CommandError, add_command, port, resolve_write_key
+from .signals import stopping_on_signals
+
+
+def event_line(message: Dict[str, Any]) -> str:
+    """One message as one line: type, messageId, who, and what."""
+    kind = str(message.get("type", "?"))
+    parts = [f"{kind:<8}", str(message.get("messageId", "-"))]
+    if message.get("userId") is not None:
+        parts.append(f"userId={message['userId']}")
+    elif message.get("anonymousId") is not None:
+        parts.append(f"anonymousId={message['anonymousId']}")
+    for key in {"track": ("event",), "page": ("name",), "screen": ("name",)}.get(kind, ()):
+        if message.get(key) is not None:
+            parts.append(f"{key}={json.dumps(message[key], ensure_ascii=False)}")
+    if kind == "group" and message.get("groupId") is not None:
+        parts.append(f"groupId={message['groupId']}")
+    if kind == "alias" and message.get("previousId") is not None:
+        parts.append(f"previousId={message['previousId']}")
+    return " ".join(parts)
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from ..testing import Collector
+
+    write_key = resolve_write_key(args, required=False)
+    lock = threading.Lock()
+
+    def show(message: Dict[str, Any]) -> None:
+        line = json.dumps(message, ensure_ascii=False) if args.json else event_line(message)
+        with lock:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
+    collector = Collector(
+        write_key, host="127.0.0.1", port=args.port, out=args.out, on_message=show
+    )
+    try:
+        collector.start()
+    except OSError as exc:
+        target = f"--out {args.out}" if exc.filename is not None else f"--port {args.port}"
+        raise CommandError(
+            f"cannot start the collector ({exc.strerror or exc}): check {target}"
+        ) from None
+    stop = threading.Event()
+    try:
+        with stopping_on_signals(stop):
+            sys.stderr.write(
+                f"collect: listening on {collector.url} (point applications at --endpoint "
+                f"{collector.url}); Ctrl-C to stop\n"
+            )
+            sys.stderr.flush()
+            while not stop.wait(0.2):
+                pass
+    finally:
+        collector.stop()
+    sys.stderr.write(
+        f"collect: stopped; {len(collector.messages):,} event(s) in "
+        f"{len(collector.requests):,} request(s), {collector.duplicates:,} duplicate(s)\n"
+    )
+    return EXIT_OK
+
+
+def register(subparsers: Any) -> None:
+    collect = add_command(
+        subparsers,
+        "collect",
+        "run a local Segment-compatible collector and print what it receives",
+        "  durable-analytics collect --port 8765 --out events.jsonl\n"
+        "  # elsewhere: durable-analytics track --endpoint http://127.0.0.1:8765 ...",
+        cmd_collect,
+        description=(
+            "Run the loopback collector (POST /v1/batch on 127.0.0.1) in the foreground and "
+            "print each event it accepts, one line each. Ctrl-C or SIGTERM stops it."
+        ),
+    )
+    collect.add_argument(
+        "--port", type=port, default=8765, metavar="PORT", help="port (default 8765; 0: any free)"
+    )
+    collect.add_argument("--json", action="store_true", help="print each message as JSON")
+    collect.add_argument("--out", metavar="FILE", help="also append each message to FILE (JSONL)")
+    collect.add_argument(
+        "--write-key",
+        metavar="KEY",
+        help=f"accept only this write key (env {ENV_WRITE_KEY}; default: any key)",
+    )

@@ -1,0 +1,318 @@
+"""``durable-analytics drain``: deliver everything a queue file holds, then exit."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence
+
+from ..client import MAX_REQUEST_BYTES
+from ..retry import RetryPolicy
+from ..store import MessageStore
+from .options import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_STATUS_HELP,
+    add_command,
+    positive_float,
+    positive_int,
+    resolve_endpoint,
+    resolve_queue,
+    resolve_write_key,
+    shared_options,
+)
+from .output import LOG_HANDLER, PROGRESS_EVERY, Progress, age, print_json, setup_logging
+from .signals import stopping_on_signals
+
+if TYPE_CHECKING:
+    from ..transport import Transport
+
+# transport.py (and with it requests) is imported only by the commands that send: stats and
+# dead-letters start faster, which matters in monitoring checks run every minute.
+
+MAX_BATCH_MESSAGES = 500
+HTTP_TIMEOUT = 15.0
+_POLL = 0.1  # how often drain re-reads the file while other takers hold the leases
+
+
+@dataclass
+class DrainResult:
+    """What one drain did, and what it left."""
+
+    path: str
+    delivered: int
+    dead: int
+    left: int
+    elapsed: float
+    requests: int
+    failed_attempts: int
+    last_error: Optional[str]
+    stopped: str  # emptied | timeout | backoff | max-messages | interrupted
+    retry_in: Optional[float]
+
+    @property
+    def emptied(self) -> bool:
+        return self.left == 0
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {
+            "path": self.path,
+            "dry_run": False,
+            "emptied": self.emptied,
+            "delivered": self.delivered,
+            "dead": self.dead,
+            "left": self.left,
+            "elapsed_seconds": round(self.elapsed, 3),
+            "requests": self.requests,
+            "failed_attempts": self.failed_attempts,
+            "last_error": self.last_error,
+            "stopped": self.stopped,
+            "retry_in_seconds": None if self.retry_in is None else round(self.retry_in, 3),
+        }
+
+    def summary(self) -> str:
+        line = (
+            f"drain: delivered {self.delivered:,}, dead-lettered {self.dead:,}, "
+            f"left {self.left:,}, elapsed {self.elapsed:.1f}s"
+        )
+        if self.left:
+            why = {
+                "timeout": "timed out",
+                "backoff": f"the next retry, in {age(self.retry_in)}, is past --timeout",
+                "max-messages": "--max-messages reached",
+                "interrupted": "interrupted",
+            }.get(self.stopped, self.stopped)
+            line += f" ({why}"
+            line += f"; last error: {self.last_error})" if self.last_error else ")"
+        return line
+
+
+def drain_queue(
+    store: MessageStore,
+    transport: Transport,
+    *,
+    timeout: float,
+    max_messages: Optional[int] = None,
+    policy: Optional[RetryPolicy] = None,
+    progress: Optional[Progress] = None,
+    stop: Optional[threading.Event] = None,
+) -> DrainResult:
+    """Deliver every message the file holds now (ids up to ``last_id()`` at the start).
+
+    One more taker on the file: a :class:`Worker` driven cycle by cycle here, so that the
+    deadline, ``max_messages`` and progress are the command's while leasing, batching, backoff
+    and dead-lettering stay the library's. Messages appended meanwhile may ride along but are
+    not waited for; other takers' leases are waited for (or reclaimed when they expire).
+    Setting ``stop`` ends the drain after the batch in flight, so no lease is left behind.
+    """
+    from ..worker import Worker
+
+    stop = stop or threading.Event()
+    worker = Worker(
+        store,
+        transport,
+        policy=policy or RetryPolicy(),
+        flush_at=1,
+        flush_interval=_POLL,
+        max_batch_messages=MAX_BATCH_MESSAGES,
+        max_batch_bytes=MAX_REQUEST_BYTES,
+    )
+    totals = worker.totals
+    started = time.monotonic()
+    deadline = started + timeout
+    through = store.last_id()
+    stopped = "timeout"
+    retry_in: Optional[float] = None
+    try:
+        while True:
+            if not store.pending_through(through):
+                stopped = "emptied"
+                break
+            if stop.is_set():
+                stopped = "interrupted"
+                break
+            settled = totals.delivered + totals.dead
+            if max_messages is not None and settled >= max_messages:
+                stopped = "max-messages"
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            if max_messages is not None:
+                worker.max_batch_messages = min(MAX_BATCH_MESSAGES, max_messages - settled)
+            transport.timeout = max(1.0, min(HTTP_TIMEOUT, remaining))
+            delay, reason = worker.cycle(force=True)
+            if progress is not None:
+                _show_progress(progress, store, through, totals.delivered, started, reason, delay)
+            if delay <= 0:
+                continue
+            remaining = deadline - time.monotonic()
+            if reason == "backoff" and delay > remaining:
+                stopped, retry_in = "backoff", delay
+                break
+            stop.wait(max(0.0, min(delay, PROGRESS_EVERY if reason == "backoff" else _POLL)))
+    except KeyboardInterrupt:
+        stopped = "interrupted"
+    finally:
+        if progress is not None:
+            progress.clear()
+    left = store.pending_count(through)
+    return DrainResult(
+        path=str(store.file),
+        delivered=totals.delivered,
+        dead=totals.dead,
+        left=left,
+        elapsed=time.monotonic() - started,
+        requests=totals.requests,
+        failed_attempts=totals.failed_attempts,
+        last_error=(totals.last_error or store.backoff().last_error) if left else None,
+        stopped="emptied" if left == 0 else stopped,
+        retry_in=retry_in if left else None,
+    )
+
+
+def _show_progress(
+    progress: Progress,
+    store: MessageStore,
+    through: int,
+    sent: int,
+    started: float,
+    reason: str,
+    delay: float,
+) -> None:
+    if not progress.due():
+        return
+    elapsed = max(time.monotonic() - started, 1e-6)
+    line = f"drain: {sent:,} sent, {sent / elapsed:,.0f}/s, {store.pending_count(through):,} left"
+    if reason == "backoff":
+        line += f", retrying in {age(delay)}"
+    elif reason == "idle":
+        line += ", waiting for other takers' batches"
+    progress.show(line)
+
+
+def _batches(sizes: Sequence[int]) -> int:
+    """How many requests the worker's packing rule would make of these messages."""
+    from ..transport import envelope_overhead
+
+    budget = MAX_REQUEST_BYTES - envelope_overhead()
+    batches = used = count = 0
+    for size in sizes:
+        cost = size + 1
+        if count and (count >= MAX_BATCH_MESSAGES or used + cost > budget):
+            batches += 1
+            used = count = 0
+        used += cost
+        count += 1
+    return batches + (1 if count else 0)
+
+
+def cmd_drain(args: argparse.Namespace) -> int:
+    setup_logging(args.quiet)
+    write_key = resolve_write_key(args, required=not args.dry_run)
+    endpoint = resolve_endpoint(args)
+    path = resolve_queue(args, write_key, must_exist=True)
+    store = MessageStore.open(path)
+    try:
+        if args.dry_run:
+            return _dry_run(args, store, endpoint)
+        assert write_key is not None
+        from ..transport import Transport
+
+        transport = Transport(write_key, endpoint, timeout=HTTP_TIMEOUT)
+        progress = Progress(sys.stderr, sys.stderr.isatty() and not args.quiet and not args.json)
+        LOG_HANDLER.progress = progress
+        stop = threading.Event()
+        try:
+            with stopping_on_signals(stop):
+                result = drain_queue(
+                    store,
+                    transport,
+                    timeout=args.timeout,
+                    max_messages=args.max_messages,
+                    progress=progress,
+                    stop=stop,
+                )
+        finally:
+            LOG_HANDLER.progress = None
+            transport.close()
+    finally:
+        store.close()
+    if args.json:
+        print_json(result.as_dict())
+    elif not args.quiet:
+        print(result.summary(), flush=True)
+    if result.stopped == "interrupted" and result.left:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if result.emptied else EXIT_FAILURE
+
+
+def _dry_run(args: argparse.Namespace, store: MessageStore, endpoint: str) -> int:
+    through = store.last_id()
+    sizes = store.ready_sizes(through)
+    if args.max_messages is not None:
+        sizes = sizes[: args.max_messages]
+    stats = store.stats()
+    report = {
+        "path": str(store.file),
+        "dry_run": True,
+        "endpoint": endpoint,
+        "messages": len(sizes),
+        "bytes": sum(sizes),
+        "batches": _batches(sizes),
+        "leased": stats.leased,
+        "dead": stats.dead,
+    }
+    if args.json:
+        print_json(report)
+    elif not args.quiet:
+        print(
+            f"drain (dry run): would send {report['messages']:,} message(s), "
+            f"{report['bytes']:,} bytes of JSON, in {report['batches']:,} batch(es) to "
+            f"{endpoint}/v1/batch; {stats.leased:,} leased by another taker, "
+            f"{stats.dead:,} dead-lettered (not sent). Nothing was sent."
+        )
+    return EXIT_OK
+
+
+def register(subparsers: Any) -> None:
+    drain = add_command(
+        subparsers,
+        "drain",
+        "upload everything the queue file holds, then exit",
+        "  durable-analytics drain --queue /var/lib/myapp/analytics.sqlite3 --timeout 120\n"
+        "  durable-analytics drain --queue /var/lib/myapp/analytics.sqlite3 --dry-run --json\n\n"
+        + EXIT_STATUS_HELP,
+        cmd_drain,
+        [shared_options("queue", "write_key", "endpoint")],
+        description=(
+            "Upload every message the queue file holds when the drain starts, with the "
+            "worker's batching, backoff, Retry-After and dead-letter rules, then exit. Safe "
+            "while applications write to the file and while another drain runs."
+        ),
+    )
+    drain.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=60.0,
+        metavar="SECONDS",
+        help="stop waiting for a struggling server after this long (default 60); "
+        "what is left stays queued",
+    )
+    drain.add_argument(
+        "--max-messages", type=positive_int, metavar="N", help="send at most N messages"
+    )
+    drain.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="count and size what would be sent (messages, bytes, batches); send nothing; "
+        "needs no write key",
+    )
+    drain.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    drain.add_argument(
+        "--quiet", "-q", action="store_true", help="no progress, no summary; errors only"
+    )
