@@ -16,4 +16,4 @@ from __future__ import annotations
 from .collector import BATCH_PATH, Collector
 from .wire import ReceivedRequest, Response
 
-__all__ = ["Collector", "ReceivedRequest", "Response"]
+__all__ = ["BATCH_PATH", "Collector", "ReceivedRequest", "Response"]
