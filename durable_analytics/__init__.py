@@ -28,6 +28,7 @@ from .errors import (
     TransientError,
     ValidationError,
 )
+from .limits import DEFAULT_MAX_QUEUE_BYTES
 from .messages import Alias, Group, Identify, Message, Page, Screen, Track
 from .retry import RetryPolicy
 
@@ -108,7 +109,7 @@ flush_interval: Optional[float] = None
 upload_size: Optional[int] = None
 upload_interval: Optional[float] = None
 max_queue_size: Optional[int] = None
-max_queue_bytes: Optional[int] = 1_000_000_000
+max_queue_bytes: Optional[int] = DEFAULT_MAX_QUEUE_BYTES
 overflow: str = "drop_oldest"
 gzip: bool = True
 timeout: float = 15.0

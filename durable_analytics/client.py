@@ -16,6 +16,7 @@ import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple, Union
 
 from .errors import ConfigError, ValidationError
+from .limits import DEFAULT_MAX_QUEUE_BYTES, MAX_REQUEST_BYTES
 from .messages import (
     DEFAULT_MAX_MESSAGE_BYTES,
     Alias,
@@ -36,7 +37,6 @@ __all__ = ["Client", "DEFAULT_ENDPOINT", "configure_logging"]
 log = logging.getLogger("durable_analytics")
 
 DEFAULT_ENDPOINT = "https://api.segment.io"
-MAX_REQUEST_BYTES = 500_000
 
 Properties = Optional[Mapping[str, Any]]
 
@@ -140,7 +140,7 @@ class Client:
         max_batch_messages: int = 500,
         max_batch_bytes: int = MAX_REQUEST_BYTES,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        max_queue_bytes: Optional[int] = 1_000_000_000,
+        max_queue_bytes: Optional[int] = DEFAULT_MAX_QUEUE_BYTES,
         max_queue_messages: Optional[int] = None,
         overflow: str = "drop_oldest",
         timeout: Union[float, Tuple[float, float]] = 15.0,

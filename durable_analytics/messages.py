@@ -22,6 +22,7 @@ from typing import Any, Callable, ClassVar, Dict, List, NamedTuple, Optional, Tu
 
 from ._version import __version__
 from .errors import FieldTypeError, MessageTooLarge, ValidationError
+from .limits import DEFAULT_MAX_MESSAGE_BYTES
 
 __all__ = [
     "Message",
@@ -39,7 +40,6 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
 ]
 
-DEFAULT_MAX_MESSAGE_BYTES = 32_000
 LIBRARY = {"name": "durable-analytics", "version": __version__}
 
 Id = Union[str, int]

@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import tenacity
 
 from .errors import AuthError, RejectedError, TransientError
+from .limits import MAX_REQUEST_BYTES
 from .retry import RetryPolicy
 from .store import Lease, MessageStore, Row
 from .transport import Kind, Outcome, Transport, envelope_overhead
@@ -65,7 +66,7 @@ class Worker:
         flush_at: int = 20,
         flush_interval: float = 5.0,
         max_batch_messages: int = 500,
-        max_batch_bytes: int = 500_000,
+        max_batch_bytes: int = MAX_REQUEST_BYTES,
         lease_seconds: float = 30.0,
         max_retries: int = 10,
         auth_pause: float = 300.0,

@@ -1,0 +1,221 @@
+"""The connection to the queue file: pragmas, schema check, transactions and fork safety.
+
+One connection per process, its use serialised by ``tran_lock``; a second "side" connection
+(``_side_lock``) is the worker's, for what must not hold up the callers' appends: reading a
+batch before leasing it, and checkpoints. After ``fork()`` the child never uses or closes the
+parent's connections (closing one could release locks the parent holds): it parks them and
+opens its own on first use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+import weakref
+from pathlib import Path
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
+
+from ..errors import QueueError
+from .diagnosis import translate
+from .schema import migrate, refuse_foreign
+
+DURABILITY_MODES = {"normal": "NORMAL", "full": "FULL"}
+BUSY_TIMEOUT = 30.0
+WAL_KEEP_BYTES = 8 * 1024 * 1024  # a WAL file is truncated to this after a checkpoint
+WAL_AUTOCHECKPOINT_PAGES = 16384  # 64 MB of 4 KB pages: the fallback when no worker runs
+
+# Stores alive in this process, so that a fork can give each a fresh connection and lock.
+_STORES: weakref.WeakSet[Connection] = weakref.WeakSet()
+# Connections inherited across fork() are never used or closed by the child: closing one
+# could release locks the parent holds. They are parked here for the child's lifetime.
+_INHERITED: List[sqlite3.Connection] = []
+# The locks the forking thread holds across fork(), per thread: two threads may fork at once.
+_FORK_HELD = threading.local()
+
+
+def _before_fork() -> None:
+    """Hold every store's locks across fork(), so that no thread of this process is inside
+    SQLite at that moment: a child would inherit SQLite's in-process lock state (or a mutex)
+    half-held and wait for it forever, or for busy_timeout, on its first write. The locks are
+    re-entrant, so a thread that forks while it holds one (between two statements of its own)
+    does not wait for itself."""
+    held = []
+    for store in sorted(_STORES, key=id):
+        for lock in (store.tran_lock, store._side_lock):
+            lock.acquire()
+            held.append(lock)
+    _FORK_HELD.locks = held
+
+
+def _after_fork_in_parent() -> None:
+    for lock in reversed(getattr(_FORK_HELD, "locks", [])):
+        lock.release()
+    _FORK_HELD.locks = []
+
+
+def _after_fork_in_child() -> None:
+    _FORK_HELD.locks = []
+    for store in list(_STORES):
+        store._forget_connection()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )
+
+
+class Connection:
+    """The connections of one store, and the three ways to use them: ``_write`` (one
+    ``BEGIN IMMEDIATE`` transaction), ``_snapshot`` (one read transaction) and ``_read``
+    (one statement). Every SQLite error leaves as a ``QueueError`` saying what to do."""
+
+    file: Path
+    durability: str
+    timeout: float
+    tran_lock: Any
+    action_lock: Any
+    put_event: threading.Event
+    _conn: Optional[sqlite3.Connection]
+    _getter: Optional[sqlite3.Connection]
+    _putter: Optional[sqlite3.Connection]
+
+    def _start_connections(self) -> None:
+        """Set up the locks and open the main connection (the constructor's last step)."""
+        self._side: Optional[sqlite3.Connection] = None
+        self._side_lock = threading.RLock()
+        self._pid = os.getpid()
+        self.tran_lock = threading.RLock()
+        self.put_event = threading.Event()
+        self.action_lock = threading.Lock()
+        self._conn = self._getter = self._putter = self._connect()
+        self._page_size = self._conn.execute("PRAGMA page_size").fetchone()[0]
+        _STORES.add(self)
+
+    def _new_db_connection(
+        self, path: Any, multithreading: bool, timeout: float
+    ) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            str(self.file),
+            timeout=timeout,
+            isolation_level=None,
+            check_same_thread=not multithreading,
+        )
+        try:
+            refuse_foreign(conn, self.file)
+        except BaseException:
+            conn.close()
+            raise
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={DURABILITY_MODES[self.durability]}")
+        conn.execute(f"PRAGMA journal_size_limit={WAL_KEEP_BYTES}")
+        # Checkpoints (copying the WAL into the file, with an fsync) are the worker's job, on
+        # its own connection (see maintain()), so that no call waits for one. This much higher
+        # automatic threshold only bounds the WAL of a process that never runs a worker.
+        conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+        conn.execute("PRAGMA temp_store=MEMORY")
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = self._new_db_connection(self.file, True, self.timeout)
+            try:
+                migrate(conn, self.file)
+            except BaseException:
+                conn.close()
+                raise
+        except sqlite3.DatabaseError as exc:
+            raise self._translate(exc) from exc
+        return conn
+
+    def _forget_connection(self) -> None:
+        """In a forked child: park the parent's connection and start with fresh locks."""
+        for conn in (self._conn, self._side):
+            if conn is not None:
+                _INHERITED.append(conn)
+        self._conn = self._getter = self._putter = self._side = None
+        self.tran_lock = threading.RLock()
+        self.action_lock = threading.Lock()
+        self._side_lock = threading.RLock()
+        self._pid = os.getpid()
+
+    def _db(self) -> sqlite3.Connection:
+        if self._pid != os.getpid():
+            self._forget_connection()
+        if self._conn is None:
+            self._conn = self._getter = self._putter = self._connect()
+        return self._conn
+
+    def _side_connection(self) -> sqlite3.Connection:
+        """The side connection (call with ``_side_lock`` held), opened on first use."""
+        if self._pid != os.getpid():
+            with self.tran_lock:
+                self._db()  # a forked child: forget the parent's connections first
+        if self._side is None:
+            self._side = self._new_db_connection(self.file, True, self.timeout)
+        return self._side
+
+    def close(self) -> None:
+        """Close this process's connection. A later call reopens it."""
+        with self.tran_lock:
+            if self._pid == os.getpid():
+                for conn in (self._conn, self._side):
+                    if conn is not None:
+                        conn.close()
+            self._conn = self._getter = self._putter = self._side = None
+
+    def __del__(self) -> None:
+        try:
+            if getattr(self, "_conn", None) is not None and self._pid == os.getpid():
+                self._conn.close()  # type: ignore[union-attr]
+        except Exception:
+            pass
+
+    def _translate(self, exc: sqlite3.Error) -> QueueError:
+        return translate(exc, self.file, self.timeout)
+
+    def _write(self, work: Any) -> Any:
+        """Run ``work(conn)`` in one ``BEGIN IMMEDIATE`` transaction; commit or roll back."""
+        with self.tran_lock:
+            conn = self._db()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from exc
+            try:
+                result = work(conn)
+                conn.execute("COMMIT")
+                return result
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise self._translate(exc) from exc
+                raise
+
+    @contextlib.contextmanager
+    def _snapshot(self, side: bool = False) -> Iterator[sqlite3.Connection]:
+        """A connection inside one read transaction, so that several statements see one state
+        of the file. ``side``: the worker's side connection, which the callers' appends never
+        wait for; otherwise the main one, under ``tran_lock``."""
+        with self._side_lock if side else self.tran_lock:
+            try:
+                conn = self._side_connection() if side else self._db()
+                conn.execute("BEGIN")
+                try:
+                    yield conn
+                finally:
+                    conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from exc
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> List[Tuple[Any, ...]]:
+        with self.tran_lock:
+            try:
+                return self._db().execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from exc

@@ -1,0 +1,186 @@
+"""Leases: which taker holds which messages for one upload attempt, and taking them back.
+
+A lease is one row naming an id range (table ``leases``), not a mark on every leased message:
+a 500-message lease writes one small row. Ids only grow, so no message appended later can fall
+inside a leased range. Only expired leases, or leases whose owner process is gone, are taken
+back; opening a file never resets them.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from . import identity
+from .batches import ready_rows
+from .connection import Connection
+from .records import Lease, Row
+from .schema import COVERED
+
+log = logging.getLogger("durable_analytics")
+
+
+class Leases(Connection):
+    """``lease``, ``extend`` and ``reclaim``, and the helpers settling a lease relies on."""
+
+    def new_owner(self) -> str:
+        """A token naming one taker: host, pid and process start time, plus a random part."""
+        return identity.owner_token()
+
+    def lease(
+        self,
+        owner: str,
+        *,
+        max_messages: int,
+        max_bytes: int,
+        lease_seconds: float,
+        now: Optional[float] = None,
+    ) -> Optional[Lease]:
+        """Take the oldest ready messages that fit both limits; ``None`` if there are none.
+
+        The byte budget counts each message plus one separator byte. A single message larger
+        than the budget is still leased alone, so it can be tried (and rejected) rather than
+        block the queue. The lease is one row naming the range of ids taken: nothing is
+        written to the messages themselves.
+        """
+        moment = time.time() if now is None else now
+        expires = moment + lease_seconds
+        # Read the batch first on the side connection, outside the write lock the callers'
+        # appends wait for; the lease transaction then only checks that nobody took or settled
+        # any of it meanwhile (no id can appear inside a range: ids only grow) and writes one
+        # row. If the check fails, the batch is read again inside the transaction.
+        with self._snapshot(side=True) as conn:
+            seen = self._ready_rows(conn, max_messages, max_bytes)
+
+        def work(conn: sqlite3.Connection) -> Optional[Lease]:
+            self._reclaim(conn, moment)
+            rows = seen if self._untouched(conn, seen) else []
+            if not rows:
+                rows = self._ready_rows(conn, max_messages, max_bytes)
+            if not rows:
+                return None
+            conn.execute(
+                "INSERT INTO leases (lo, hi, owner, expires, started) VALUES (?, ?, ?, ?, ?)",
+                (rows[0].id, rows[-1].id, owner, expires, moment),
+            )
+            return Lease(owner, tuple(rows), expires)
+
+        return self._write(work)
+
+    @staticmethod
+    def _untouched(conn: sqlite3.Connection, rows: List[Row]) -> bool:
+        """Whether ``rows``, read before the write lock, are all still queued and unleased."""
+        if not rows:
+            return False
+        low, high = rows[0].id, rows[-1].id
+        taken, present = conn.execute(
+            "SELECT (SELECT COUNT(*) FROM leases WHERE lo <= ? AND hi >= ?), "
+            "(SELECT COUNT(*) FROM messages WHERE id BETWEEN ? AND ?)",
+            (high, low, low, high),
+        ).fetchone()
+        return not taken and present == len(rows)
+
+    def _ready_rows(self, conn: sqlite3.Connection, limit: int, max_bytes: int) -> List[Row]:
+        return ready_rows(conn, limit, max_bytes)
+
+    @staticmethod
+    def _drop_leases(conn: sqlite3.Connection, where: str, params: Sequence[Any]) -> int:
+        """Delete the leases matching ``where``; return how many messages they covered."""
+        covered = conn.execute(f"{COVERED} WHERE {where}", params).fetchone()[0]
+        conn.execute(f"DELETE FROM leases WHERE {where}", params)
+        return int(covered)
+
+    def _reclaim(self, conn: sqlite3.Connection, now: float) -> int:
+        """Make ready again the messages of leases that expired or whose owner process is gone."""
+        freed = self._drop_leases(conn, "expires < ?", (now,))
+        for (owner,) in conn.execute("SELECT DISTINCT owner FROM leases").fetchall():
+            host, pid, start, _ = (owner or "|0||").split("|", 3)
+            if (
+                host != identity.HOST
+                or not pid.isdigit()
+                or owner.startswith(identity.process_prefix())
+            ):
+                continue  # another host's pid cannot be checked; this process is alive
+            if not identity.process_alive(int(pid), start or None):
+                freed += self._drop_leases(conn, "owner = ?", (owner,))
+        if freed:
+            log.info("took back %d message(s) from expired or abandoned leases", freed)
+        return freed
+
+    def reclaim(self, now: Optional[float] = None) -> int:
+        """Take back expired and abandoned leases now (``lease`` does this itself)."""
+        return self._write(lambda conn: self._reclaim(conn, time.time() if now is None else now))
+
+    @staticmethod
+    def _held(
+        conn: sqlite3.Connection, owner: str, ids: Sequence[int]
+    ) -> Dict[int, Tuple[int, float]]:
+        """Which of ``ids`` are still queued under a lease of ``owner``: id -> (lease, start)."""
+        wanted = set(ids)
+        if not wanted:
+            return {}
+        held: Dict[int, Tuple[int, float]] = {}
+        for low, high, started in conn.execute(
+            "SELECT lo, hi, started FROM leases WHERE owner = ? AND lo <= ? AND hi >= ?",
+            (owner, max(wanted), min(wanted)),
+        ).fetchall():
+            for (row_id,) in conn.execute(
+                "SELECT id FROM messages WHERE id BETWEEN ? AND ?", (low, high)
+            ):
+                if row_id in wanted:
+                    held[row_id] = (low, started)
+        return held
+
+    @staticmethod
+    def _forget_empty_leases(conn: sqlite3.Connection, ids: Sequence[int]) -> None:
+        """Delete the leases around ``ids`` that no longer cover any queued message."""
+        if ids:
+            conn.execute(
+                "DELETE FROM leases WHERE lo <= ? AND hi >= ? AND NOT EXISTS "
+                "(SELECT 1 FROM messages WHERE id BETWEEN leases.lo AND leases.hi)",
+                (max(ids), min(ids)),
+            )
+
+    @staticmethod
+    def _uncover(conn: sqlite3.Connection, held: Dict[int, Tuple[int, float]]) -> None:
+        """Take the ``held`` messages out of their leases (they are ready again).
+
+        A lease keeps covering its other messages: it is cut into the runs between them.
+        """
+        for lease_lo in {lease for lease, _ in held.values()}:
+            row = conn.execute(
+                "SELECT hi, owner, expires, started FROM leases WHERE lo = ?", (lease_lo,)
+            ).fetchone()
+            conn.execute("DELETE FROM leases WHERE lo = ?", (lease_lo,))
+            kept: List[List[int]] = [[]]
+            for (row_id,) in conn.execute(
+                "SELECT id FROM messages WHERE id BETWEEN ? AND ? ORDER BY id", (lease_lo, row[0])
+            ).fetchall():
+                if row_id in held:
+                    kept.append([])
+                else:
+                    kept[-1].append(row_id)
+            for run in kept:
+                if run:
+                    conn.execute(
+                        "INSERT INTO leases (lo, hi, owner, expires, started) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        (run[0], run[-1], *row[1:]),
+                    )
+
+    def extend(self, owner: str, ids: Sequence[int], lease_seconds: float) -> int:
+        """Push a live lease's expiry out, e.g. before another attempt of a split batch.
+
+        Returns how many of ``ids`` the owner still holds (0 if its lease was lost).
+        """
+        expires = time.time() + lease_seconds
+
+        def work(conn: sqlite3.Connection) -> int:
+            held = self._held(conn, owner, ids)
+            for lease_lo in {lease for lease, _ in held.values()}:
+                conn.execute("UPDATE leases SET expires = ? WHERE lo = ?", (expires, lease_lo))
+            return len(held)
+
+        return self._write(work)

@@ -1,0 +1,87 @@
+"""The values the store hands out: rows, leases, dead letters, the backoff and statistics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+
+
+class Row(NamedTuple):
+    """One stored message, as leased (a tuple: a lease builds hundreds of them at once)."""
+
+    id: int
+    data: str
+    size: int
+    attempts: int
+    created: float
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message the server rejected, with why."""
+
+    id: int
+    data: str
+    http_status: Optional[int]
+    reason: Optional[str]
+    attempts: int
+    created: float
+    dead_at: float
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Rows one taker holds for one upload attempt."""
+
+    owner: str
+    rows: Tuple[Row, ...]
+    expires: float
+
+    @property
+    def ids(self) -> List[int]:
+        return [row.id for row in self.rows]
+
+    @property
+    def size(self) -> int:
+        return sum(row.size for row in self.rows)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """The shared retry state: no taker sends before ``retry_at`` (a ``time.time()``)."""
+
+    retry_at: float
+    failures: int
+    last_error: Optional[str]
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Counts read from the file itself, identical for every process that asks."""
+
+    path: str
+    ready: int
+    leased: int
+    dead: int
+    dropped: int
+    delivered: int
+    queued_bytes: int
+    file_bytes: int
+    oldest_age_seconds: Optional[float]
+    last_error: Optional[str]
+    retry_at: Optional[float]
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {
+            "path": self.path,
+            "ready": self.ready,
+            "leased": self.leased,
+            "dead": self.dead,
+            "dropped": self.dropped,
+            "delivered": self.delivered,
+            "queued_bytes": self.queued_bytes,
+            "bytes": self.file_bytes,
+            "oldest_age_seconds": self.oldest_age_seconds,
+            "last_error": self.last_error,
+            "retry_at": self.retry_at,
+        }
