@@ -12,6 +12,7 @@ import traceback
 from typing import IO, Any, Callable, Optional, Union
 from urllib.parse import urlsplit
 
+from ..limits import DEFAULT_MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES
 from . import contract
 from .faults import Faults, scripted_outcome
 from .server import Handler, Server
@@ -39,8 +40,8 @@ class Collector:
         port: int = 0,
         out: Union[str, os.PathLike[str], None] = None,
         on_message: Optional[Callable[[dict[str, Any]], None]] = None,
-        max_body_bytes: int = 500_000,
-        max_message_bytes: int = 32_000,
+        max_body_bytes: int = MAX_REQUEST_BYTES,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         self._write_key = write_key
         self._host = host
