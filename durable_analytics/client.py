@@ -231,9 +231,17 @@ class Client:
         self.proxies = dict(proxies) if proxies else None
         self.max_retries = max_retries
         self.auth_pause = auth_pause
-        self.lease_seconds = (
-            lease_seconds if lease_seconds is not None else max(30.0, connect + read + 15.0)
-        )
+        from .deadline import check_lease, lease_for
+        from .transport import request_deadline
+
+        deadline = request_deadline(timeout)
+        if lease_seconds is None:
+            lease_seconds = lease_for(deadline)
+        _positive("lease_seconds", lease_seconds)
+        too_short = check_lease(lease_seconds, deadline)
+        if too_short:
+            raise ConfigError(too_short)
+        self.lease_seconds = lease_seconds
         self.flush_timeout = flush_timeout
         self.exit_timeout = exit_timeout
         self.send = send

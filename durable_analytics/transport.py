@@ -18,10 +18,19 @@ from urllib.parse import urlsplit
 import requests
 
 from ._version import __version__
+from .deadline import DeadlineAdapter, cutoff
 from .errors import ConfigError
 from .retry import parse_retry_after
 
-__all__ = ["Kind", "Outcome", "Transport", "envelope_overhead", "check_endpoint", "USER_AGENT"]
+__all__ = [
+    "Kind",
+    "Outcome",
+    "Transport",
+    "envelope_overhead",
+    "check_endpoint",
+    "request_deadline",
+    "USER_AGENT",
+]
 
 log = logging.getLogger("durable_analytics")
 
@@ -87,6 +96,13 @@ def classify(status: int, reason: str, retry_after: Optional[float]) -> Outcome:
     return Outcome(Kind.REJECTED, status, reason)
 
 
+def request_deadline(timeout: Timeout) -> float:
+    """The total deadline of one request: ``timeout`` seconds, or connect + read of a pair."""
+    if isinstance(timeout, tuple):
+        return float(sum(timeout))
+    return float(timeout)
+
+
 class Transport:
     """Sends batches of stored message JSON to ``{endpoint}/v1/batch`` over one session."""
 
@@ -106,10 +122,26 @@ class Transport:
         self.verify = verify
         self._auth = (write_key, "")
         self._session = requests.Session()
+        adapter = DeadlineAdapter()
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
         self._session.headers.update({"Content-Type": "application/json", "User-Agent": USER_AGENT})
         if proxies:
             self._session.proxies.update(dict(proxies))
         # Environment proxies still apply (requests' trust_env) unless proxies= overrides them.
+
+    @property
+    def timeout(self) -> Timeout:
+        """Seconds one request may take in all, or a (connect, read) pair: see
+        :func:`request_deadline`. Each socket operation is bounded by it as well."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, value: Timeout) -> None:
+        self._timeout = value
+        self.deadline = request_deadline(value)
+        connect = value[0] if isinstance(value, tuple) else value
+        self._socket_timeouts = (float(connect), self.deadline)
 
     def body(self, messages: Sequence[str], sent_at: Optional[str] = None) -> bytes:
         """The request body: stored JSON spliced in as is, and ``sentAt`` of this attempt."""
@@ -125,22 +157,18 @@ class Transport:
             body = _gzip.compress(body, compresslevel=_GZIP_LEVEL)
             headers["Content-Encoding"] = "gzip"
         try:
-            response = self._session.post(
-                self.url,
-                data=body,
-                headers=headers,
-                auth=self._auth,
-                timeout=self.timeout,
-                verify=self.verify,
-                allow_redirects=False,
-            )
-        except requests.exceptions.SSLError as exc:
-            log.error("TLS error talking to %s: %s", self.url, _short(exc))
-            return Outcome(Kind.TRANSIENT, None, f"TLS error: {_short(exc)}", None, len(body))
+            with cutoff(self.deadline) as watch:
+                response = self._session.post(
+                    self.url,
+                    data=body,
+                    headers=headers,
+                    auth=self._auth,
+                    timeout=self._socket_timeouts,
+                    verify=self.verify,
+                    allow_redirects=False,
+                )
         except requests.exceptions.RequestException as exc:
-            return Outcome(
-                Kind.TRANSIENT, None, f"{type(exc).__name__}: {_short(exc)}", None, len(body)
-            )
+            return self._failed(exc, watch.fired, len(body))
         status = response.status_code
         text = _short(response.text) if status >= 300 else ""
         reason = f"HTTP {status}" + (f": {text}" if text else "")
@@ -149,11 +177,20 @@ class Transport:
         outcome = classify(status, reason, parse_retry_after(response.headers.get("Retry-After")))
         return Outcome(outcome.kind, status, reason, outcome.retry_after, len(body))
 
+    def _failed(self, exc: Exception, cut: bool, wire_bytes: int) -> Outcome:
+        """A request that got no usable answer: transient, whatever the cause."""
+        if cut:
+            reason = f"no complete answer within the {self.deadline:g}s request deadline"
+        elif isinstance(exc, requests.exceptions.SSLError):
+            log.error("TLS error talking to %s: %s", self.url, _short(exc))
+            reason = f"TLS error: {_short(exc)}"
+        else:
+            reason = f"{type(exc).__name__}: {_short(exc)}"
+        return Outcome(Kind.TRANSIENT, None, reason, None, wire_bytes)
+
     def max_seconds(self) -> float:
-        """The longest one request can take before it times out (connect plus read)."""
-        if isinstance(self.timeout, tuple):
-            return float(sum(self.timeout))
-        return 2.0 * float(self.timeout)
+        """The longest one request can take: its total deadline, connect and answer together."""
+        return self.deadline
 
     def close(self) -> None:
         self._session.close()

@@ -17,7 +17,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import tenacity
 
-from .errors import AuthError, RejectedError, TransientError
+from .deadline import LEASE_MARGIN, check_lease, lease_for
+from .errors import AuthError, ConfigError, RejectedError, TransientError
 from .limits import MAX_REQUEST_BYTES
 from .retry import RetryPolicy
 from .store import Lease, MessageStore, Row
@@ -67,7 +68,7 @@ class Worker:
         flush_interval: float = 5.0,
         max_batch_messages: int = 500,
         max_batch_bytes: int = MAX_REQUEST_BYTES,
-        lease_seconds: float = 30.0,
+        lease_seconds: Optional[float] = None,
         max_retries: int = 10,
         auth_pause: float = 300.0,
         on_error: Optional[ErrorCallback] = None,
@@ -82,7 +83,11 @@ class Worker:
         self.flush_interval = flush_interval
         self.max_batch_messages = max_batch_messages
         self.byte_budget = max_batch_bytes - envelope_overhead()
-        self.lease_seconds = lease_seconds
+        deadline = transport.max_seconds()
+        self.lease_seconds = lease_for(deadline) if lease_seconds is None else lease_seconds
+        too_short = check_lease(self.lease_seconds, deadline)
+        if too_short:
+            raise ConfigError(too_short)
         self.max_retries = max_retries
         self.auth_pause = auth_pause
         self.on_error = on_error
@@ -134,7 +139,7 @@ class Worker:
             thread.join(timeout)
             if thread.is_alive():
                 # Woken from any wait, the thread is inside a cycle: let it settle its batch.
-                thread.join(self.transport.max_seconds())
+                thread.join(self.transport.max_seconds() + LEASE_MARGIN)
             return not thread.is_alive()
         return True
 

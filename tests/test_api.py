@@ -482,7 +482,7 @@ def test_defaults() -> None:
         True,
     )
     assert (client.flush_timeout, client.exit_timeout, client.auth_pause) == (10.0, 3.0, 300.0)
-    assert client.lease_seconds == 45.0
+    assert client.lease_seconds == 30.0  # the 15 s request deadline plus 15 s
     assert client.retry_policy == RetryPolicy()
     assert (client.send, client.sync_mode, client.debug, client.proxies) == (
         False,
