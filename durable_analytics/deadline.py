@@ -14,6 +14,7 @@ the cutoff of the request running in its thread.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import os
@@ -104,10 +105,8 @@ def cutoff(seconds: float) -> Cutoff:
 def _cut(sock: socket.socket) -> None:
     """Shut the socket down under the thread blocked on it (the plain socket's method, so
     that a TLS socket's wrapper state is left to the thread that owns it)."""
-    try:
+    with contextlib.suppress(OSError):  # already closed: nothing left to cut
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
-    except OSError:
-        pass  # already closed: nothing left to cut
 
 
 def _watch_current(connection: Any) -> None:

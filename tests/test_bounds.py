@@ -15,6 +15,7 @@ from typing import Callable
 
 import pytest
 from conftest import FAST_RETRY
+from trickle import TrickleServer
 
 from durable_analytics import Client, ConfigError
 from durable_analytics.deadline import LEASE_MARGIN
@@ -23,8 +24,6 @@ from durable_analytics.store import MessageStore
 from durable_analytics.testing import Collector
 from durable_analytics.transport import Kind, Transport, request_deadline
 from durable_analytics.worker import Worker
-
-from trickle import TrickleServer
 
 SLOW = 0.05  # seconds between bytes: a 200-byte answer takes about 10 s
 
