@@ -12,7 +12,8 @@ import types
 from typing import Any, Optional
 
 from ._version import __version__
-from .client import DEFAULT_ENDPOINT, Client
+from .client import Client
+from .config import DEFAULT_ENDPOINT, Config, defaults, option_names
 from .errors import (
     AnalyticsError,
     AuthError,
@@ -28,7 +29,6 @@ from .errors import (
     TransientError,
     ValidationError,
 )
-from .limits import DEFAULT_MAX_QUEUE_BYTES
 from .messages import Alias, Group, Identify, Message, Page, Screen, Track
 from .retry import RetryPolicy
 
@@ -37,6 +37,7 @@ __all__ = [
     "Client",
     "DEFAULT_ENDPOINT",
     "RetryPolicy",
+    "Config",
     "Message",
     "Identify",
     "Track",
@@ -71,58 +72,24 @@ __all__ = [
     "SETTINGS",
 ]
 
-#: Module-level settings read when the default client is created (segment-style names work).
-SETTINGS = (
-    "write_key",
-    "endpoint",
-    "host",
-    "queue_path",
-    "durability",
-    "flush_at",
-    "flush_interval",
-    "upload_size",
-    "upload_interval",
-    "max_queue_size",
-    "max_queue_bytes",
-    "overflow",
-    "gzip",
-    "timeout",
-    "max_retries",
-    "proxies",
-    "thread",
-    "send",
-    "sync_mode",
-    "debug",
-    "on_error",
-    "on_delivery",
-    "default_context",
-    "log_handler",
-)
+#: Module-level settings read when the default client is created: every option of
+#: :class:`Config` and segment's name for it. Each starts at its default (an alias at ``None``).
+SETTINGS = tuple(option_names())
+_DEFAULTS = defaults()
+globals().update(_DEFAULTS)
 
-write_key: Optional[str] = None
-endpoint: Optional[str] = None
-host: Optional[str] = None
-queue_path: Optional[str] = None
-durability: str = "normal"
-flush_at: Optional[int] = None
-flush_interval: Optional[float] = None
-upload_size: Optional[int] = None
-upload_interval: Optional[float] = None
-max_queue_size: Optional[int] = None
-max_queue_bytes: Optional[int] = DEFAULT_MAX_QUEUE_BYTES
-overflow: str = "drop_oldest"
-gzip: bool = True
-timeout: float = 15.0
-max_retries: int = 10
-proxies: Optional[dict] = None
-thread: int = 1
-send: bool = True
-sync_mode: bool = False
-debug: bool = False
-on_error: Any = None
-on_delivery: Any = None
-default_context: Any = None
-log_handler: Any = None
+# The settings segment-analytics-python users set most, typed for editors and checkers.
+write_key: Optional[str]
+host: Optional[str]
+endpoint: str
+on_error: Any
+debug: bool
+send: bool
+sync_mode: bool
+gzip: bool
+timeout: Any
+max_retries: int
+max_queue_size: Optional[int]
 
 default_client: Optional[Client] = None
 _default_lock = threading.Lock()
@@ -135,11 +102,15 @@ def _client() -> Client:
     if client is None:
         with _default_lock:
             if default_client is None:
-                module = sys.modules[__name__]
-                options = {name: getattr(module, name) for name in SETTINGS}
-                default_client = Client(options.pop("write_key"), **options)
+                default_client = Client(config=Config.from_options(**_settings()))
             client = default_client
     return client
+
+
+def _settings() -> dict:
+    """The module settings that differ from their defaults: those are the ones set."""
+    module = sys.modules[__name__].__dict__
+    return {name: module[name] for name in SETTINGS if module[name] is not _DEFAULTS[name]}
 
 
 def _retire_default_client() -> None:
@@ -188,8 +159,8 @@ def enqueue(message: Message) -> Optional[str]:
 
 
 def flush(timeout: Optional[float] = None) -> bool:
-    """``Client.flush`` on the default client (True at once if none was created)."""
-    return True if default_client is None else default_client.flush(timeout)
+    """``Client.flush`` on the default client, created first if need be (as segment does)."""
+    return _client().flush(timeout)
 
 
 def join() -> None:

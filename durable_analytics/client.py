@@ -13,12 +13,12 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple, Union
+from typing import Any, Mapping, Optional, Set
 
+from .config import DEFAULT_ENDPOINT, Config
 from .errors import ConfigError, ValidationError
-from .limits import DEFAULT_MAX_QUEUE_BYTES, MAX_REQUEST_BYTES
+from .limits import MAX_REQUEST_BYTES
 from .messages import (
-    DEFAULT_MAX_MESSAGE_BYTES,
     Alias,
     Encoder,
     Group,
@@ -30,13 +30,10 @@ from .messages import (
     Timestamp,
     Track,
 )
-from .retry import RetryPolicy
 
-__all__ = ["Client", "DEFAULT_ENDPOINT", "configure_logging"]
+__all__ = ["Client", "DEFAULT_ENDPOINT", "MAX_REQUEST_BYTES", "configure_logging"]
 
 log = logging.getLogger("durable_analytics")
-
-DEFAULT_ENDPOINT = "https://api.segment.io"
 
 Properties = Optional[Mapping[str, Any]]
 
@@ -59,22 +56,6 @@ def configure_logging(debug: bool = False, handler: Optional[logging.Handler] = 
                 logging.Formatter("%(asctime)s durable_analytics %(levelname)s %(message)s")
             )
             log.addHandler(stream)
-
-
-def _positive(name: str, value: Any, kind: Union[type, Tuple[type, ...]] = (int, float)) -> Any:
-    if not isinstance(value, kind) or isinstance(value, bool) or value <= 0:
-        expected = "a positive integer" if kind is int else "a positive number"
-        raise ConfigError(f"{name}={value!r}: use {expected}")
-    return value
-
-
-def _alias(name: str, value: Any, old_name: str, old_value: Any, default: Any) -> Any:
-    """Accept segment-analytics-python's name for an option, refusing two different values."""
-    if old_value is None:
-        return default if value is None else value
-    if value is not None and value != old_value:
-        raise ConfigError(f"{name}= and {old_name}= name the same setting: pass only one")
-    return old_value
 
 
 def _after_fork_in_child() -> None:
@@ -127,133 +108,24 @@ class Client:
     seconds. ``docs/api.md`` lists every option and why it has its default.
     """
 
-    def __init__(
-        self,
-        write_key: Optional[str] = None,
-        *,
-        endpoint: Optional[str] = None,
-        host: Optional[str] = None,
-        queue_path: Optional[Union[str, os.PathLike]] = None,
-        durability: str = "normal",
-        flush_at: Optional[int] = None,
-        flush_interval: Optional[float] = None,
-        max_batch_messages: int = 500,
-        max_batch_bytes: int = MAX_REQUEST_BYTES,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        max_queue_bytes: Optional[int] = DEFAULT_MAX_QUEUE_BYTES,
-        max_queue_messages: Optional[int] = None,
-        overflow: str = "drop_oldest",
-        timeout: Union[float, Tuple[float, float]] = 15.0,
-        gzip: bool = True,
-        verify: Union[bool, str] = True,
-        proxies: Optional[Mapping[str, str]] = None,
-        max_retries: int = 10,
-        max_retry_age: Optional[float] = None,
-        retry_policy: Optional[RetryPolicy] = None,
-        auth_pause: float = 300.0,
-        lease_seconds: Optional[float] = None,
-        flush_timeout: float = 10.0,
-        exit_timeout: float = 3.0,
-        send: bool = True,
-        sync_mode: bool = False,
-        debug: bool = False,
-        on_error: Optional[Callable[[Exception, List[Dict[str, Any]]], Any]] = None,
-        on_delivery: Optional[Callable[[List[Dict[str, Any]]], Any]] = None,
-        default_context: Optional[Mapping[str, Any]] = None,
-        log_handler: Optional[logging.Handler] = None,
-        upload_size: Optional[int] = None,
-        upload_interval: Optional[float] = None,
-        max_queue_size: Optional[int] = None,
-        thread: int = 1,
-    ) -> None:
-        if not isinstance(write_key, str) or not write_key.strip():
-            raise ConfigError(
-                "write_key is required: Client('YOUR_WRITE_KEY'), or set "
-                "durable_analytics.write_key before the first call"
-            )
-        from .transport import check_endpoint
+    log = log
 
-        self.write_key = write_key
-        self.endpoint = check_endpoint(_alias("endpoint", endpoint, "host", host, DEFAULT_ENDPOINT))
-        self.flush_at = _positive(
-            "flush_at", _alias("flush_at", flush_at, "upload_size", upload_size, 20), int
-        )
-        self.flush_interval = _positive(
-            "flush_interval",
-            _alias("flush_interval", flush_interval, "upload_interval", upload_interval, 5.0),
-        )
-        max_queue_messages = _alias(
-            "max_queue_messages", max_queue_messages, "max_queue_size", max_queue_size, None
-        )
-        _positive("max_batch_messages", max_batch_messages, int)
-        _positive("max_batch_bytes", max_batch_bytes, int)
-        _positive("max_message_bytes", max_message_bytes, int)
-        _positive("max_retries", max_retries, int)
-        _positive("flush_timeout", flush_timeout)
-        _positive("auth_pause", auth_pause)
-        if not isinstance(exit_timeout, (int, float)) or exit_timeout < 0:
-            raise ConfigError(f"exit_timeout={exit_timeout!r}: use a number of seconds >= 0")
-        if not isinstance(thread, int) or thread < 1:
-            raise ConfigError(f"thread={thread!r}: use a positive integer")
-        if thread > 1:
-            log.warning(
-                "thread=%d: durable-analytics uses one delivery thread per process; "
-                "batches of up to %d messages make more unnecessary",
-                thread,
-                max_batch_messages,
-            )
-        if max_message_bytes > max_batch_bytes:
-            raise ConfigError("max_message_bytes must not exceed max_batch_bytes")
-        if isinstance(timeout, tuple) and len(timeout) != 2:
-            raise ConfigError(f"timeout={timeout!r}: use seconds, or a (connect, read) pair")
-        connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
-        for name, callback in (("on_error", on_error), ("on_delivery", on_delivery)):
-            if callback is not None and not callable(callback):
-                raise ConfigError(f"{name}={callback!r}: use a function, or None")
-        if proxies is not None and not isinstance(proxies, Mapping):
-            raise ConfigError(
-                f"proxies={proxies!r}: use a dict such as {{'https': 'http://host:3128'}}"
-            )
-        _positive("timeout", connect)
-        _positive("timeout", read)
-        if retry_policy is None:
-            retry_policy = (
-                RetryPolicy() if max_retry_age is None else RetryPolicy(max_retry_age=max_retry_age)
-            )
-        elif max_retry_age is not None:
-            raise ConfigError("pass max_retry_age inside retry_policy=, not both")
-        self.retry_policy = retry_policy
-        self.max_batch_messages = max_batch_messages
-        self.max_batch_bytes = max_batch_bytes
-        self.timeout = timeout
-        self.gzip = gzip
-        self.verify = verify
-        self.proxies = dict(proxies) if proxies else None
-        self.max_retries = max_retries
-        self.auth_pause = auth_pause
-        from .deadline import check_lease, lease_for
-        from .transport import request_deadline
-
-        deadline = request_deadline(timeout)
-        if lease_seconds is None:
-            lease_seconds = lease_for(deadline)
-        _positive("lease_seconds", lease_seconds)
-        too_short = check_lease(lease_seconds, deadline)
-        if too_short:
-            raise ConfigError(too_short)
-        self.lease_seconds = lease_seconds
-        self.flush_timeout = flush_timeout
-        self.exit_timeout = exit_timeout
-        self.send = send
-        self.sync_mode = sync_mode
-        self.debug = debug
-        self.on_error = on_error
-        self.on_delivery = on_delivery
-        configure_logging(debug, log_handler)
-
+    def __init__(self, write_key: Optional[str] = None, *args: Any, **options: Any) -> None:
+        """``Client(write_key, host, debug, ...)``: segment-analytics-python's arguments in its
+        positional order, then every option of :class:`~durable_analytics.config.Config` by
+        keyword. ``config=Config.from_options(...)`` passes a checked configuration whole."""
+        given = options.pop("config", None)
+        if given is not None and (args or options or write_key is not None):
+            raise ConfigError("pass either config= or options, not both")
+        config = given if given is not None else Config.from_call((write_key, *args), options)
+        self.config: Config = config
+        if config.oauth:
+            raise ConfigError("OAuth is not supported by this version yet: use the write key")
+        configure_logging(config.debug, config.log_handler)
         try:
             self._encoder = Encoder(
-                max_message_bytes=max_message_bytes, default_context=default_context
+                max_message_bytes=config.max_message_bytes,
+                default_context=config.default_context,
             )
         except ValidationError as exc:
             raise ConfigError(str(exc)) from None
@@ -263,29 +135,42 @@ class Client:
         self._worker: Any = None
         self._pid = os.getpid()
         self.store: Any = None
-        if send:
+        self.queue_path = None
+        if config.send:
             from .store import MessageStore
 
             self.store = MessageStore.open(
-                queue_path,
-                write_key,
-                durability=durability,
-                max_queue_bytes=max_queue_bytes,
-                max_queue_messages=max_queue_messages,
-                overflow=overflow,
+                config.queue_path,
+                config.write_key,
+                durability=config.durability,
+                max_queue_bytes=config.max_queue_bytes,
+                max_queue_messages=config.max_queue_messages,
+                overflow=config.overflow,
             )
             self.queue_path = self.store.file
             self._ensure_worker()
-        else:
-            self.queue_path = None
         _CLIENTS.add(self)
         log.debug(
             "client ready: endpoint=%s queue=%s send=%s sync_mode=%s",
-            self.endpoint,
+            config.endpoint,
             self.queue_path,
-            send,
-            sync_mode,
+            config.send,
+            config.sync_mode,
         )
+
+    def __getattr__(self, name: str) -> Any:
+        """Options read as attributes (``client.flush_at``), as on segment's client."""
+        if name != "config" and "config" in self.__dict__:
+            try:
+                return getattr(self.__dict__["config"], name)
+            except AttributeError:
+                pass
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def host(self) -> str:
+        """segment-analytics-python's name for ``endpoint``."""
+        return self.config.endpoint
 
     # ----------------------------------------------------------------------------------------
     # The calls (keyword- and position-compatible with segment-analytics-python)
@@ -446,7 +331,7 @@ class Client:
         input and :class:`QueueError` when the file cannot take the message.
         """
         encoded = self._encoder.encode(message)
-        if not self.send:
+        if not self.config.send:
             log.debug("send=False: validated and discarded %s", encoded.message_id)
             return encoded.message_id
         row_id = self.store.append(encoded.json, encoded.size)
@@ -455,8 +340,8 @@ class Client:
         if row_id > self._last_id:
             self._last_id = row_id
         log.debug("stored %s %s", message.type, encoded.message_id)
-        if self.sync_mode:
-            self._worker_here().deliver_until(row_id, self.flush_timeout)
+        if self.config.sync_mode:
+            self._worker_here().deliver_until(row_id, self.config.flush_timeout)
         elif not self._closed:
             self._ensure_worker().notify_append()
         return encoded.message_id
@@ -471,15 +356,15 @@ class Client:
         dead-lettered; False when ``timeout`` (default ``flush_timeout``) passed first. What
         is left stays on disk for the worker, the next run or ``durable-analytics drain``.
         """
-        if not self.send:
+        if not self.config.send:
             return True
-        limit = self.flush_timeout if timeout is None else timeout
+        limit = self.config.flush_timeout if timeout is None else timeout
         mark = self._last_id
         if mark == 0:
             return True
         if self._closed:
             return not self.store.pending_through(mark)
-        if self.sync_mode:
+        if self.config.sync_mode:
             return self._worker_here().deliver_until(mark, limit)
         return self._ensure_worker().flush_wait(mark, limit)
 
@@ -493,11 +378,13 @@ class Client:
         Returns whether everything was delivered. Whatever is left stays on disk and is logged
         at info level. Calls made after shutdown are still stored durably, not sent.
         """
-        if not self.send or self._closed:
+        if not self.config.send or self._closed:
             self._closed = True
             _CLIENTS.discard(self)
-            return not (self.send and self._last_id and self.store.pending_through(self._last_id))
-        limit = self.flush_timeout if timeout is None else timeout
+            return not (
+                self.config.send and self._last_id and self.store.pending_through(self._last_id)
+            )
+        limit = self.config.flush_timeout if timeout is None else timeout
         started = time.monotonic()
         delivered = (
             self.flush(limit) if limit > 0 else not self.store.pending_through(self._last_id)
@@ -532,7 +419,7 @@ class Client:
         self.shutdown()
 
     def __repr__(self) -> str:
-        return f"Client(endpoint={self.endpoint!r}, queue_path={str(self.queue_path)!r})"
+        return f"Client(endpoint={self.config.endpoint!r}, queue_path={str(self.queue_path)!r})"
 
     # ----------------------------------------------------------------------------------------
     # Worker lifecycle
@@ -542,26 +429,26 @@ class Client:
         from .worker import Worker
 
         transport = Transport(
-            self.write_key,
-            self.endpoint,
-            gzip=self.gzip,
-            timeout=self.timeout,
-            proxies=self.proxies,
-            verify=self.verify,
+            self.config.write_key,
+            self.config.endpoint,
+            gzip=self.config.gzip,
+            timeout=self.config.timeout,
+            proxies=self.config.proxies,
+            verify=self.config.verify,
         )
         return Worker(
             self.store,
             transport,
-            policy=self.retry_policy,
-            flush_at=self.flush_at,
-            flush_interval=self.flush_interval,
-            max_batch_messages=self.max_batch_messages,
-            max_batch_bytes=self.max_batch_bytes,
-            lease_seconds=self.lease_seconds,
-            max_retries=self.max_retries,
-            auth_pause=self.auth_pause,
-            on_error=self.on_error,
-            on_delivery=self.on_delivery,
+            policy=self.config.retry_policy,
+            flush_at=self.config.flush_at,
+            flush_interval=self.config.flush_interval,
+            max_batch_messages=self.config.max_batch_messages,
+            max_batch_bytes=self.config.max_batch_bytes,
+            lease_seconds=self.config.lease_seconds,
+            max_retries=self.config.max_retries,
+            auth_pause=self.config.auth_pause,
+            on_error=self.config.on_error,
+            on_delivery=self.config.on_delivery,
         )
 
     def _worker_here(self) -> Any:
@@ -579,7 +466,7 @@ class Client:
     def _ensure_worker(self) -> Any:
         """This process's worker with its background thread running (unless sync_mode)."""
         worker = self._worker_here()
-        if not self.sync_mode and not self._closed and worker._thread is None:
+        if not self.config.sync_mode and not self._closed and worker._thread is None:
             with self._lock:
                 worker.start()
         return worker

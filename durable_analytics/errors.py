@@ -1,7 +1,9 @@
 """The exception hierarchy: every error the library raises is an :class:`AnalyticsError`.
 
-Errors about a caller's input are also ``ValueError`` or ``TypeError`` so that code written
-for other analytics clients, which catch those, keeps working.
+Errors about a caller's input are also instances of the builtins other clients raise, so that
+code written for them keeps catching ours: ``ValueError`` and ``TypeError`` (the seed's Go
+library's kinds), ``AssertionError`` (segment-analytics-python's ``require``) and, for an
+oversized message, ``RuntimeError`` (segment's).
 """
 
 from __future__ import annotations
@@ -29,11 +31,11 @@ class AnalyticsError(Exception):
     """Base of every durable-analytics error."""
 
 
-class ConfigError(AnalyticsError, ValueError):
+class ConfigError(AnalyticsError, ValueError, AssertionError):
     """A client or command setting is missing or invalid."""
 
 
-class ValidationError(AnalyticsError, ValueError):
+class ValidationError(AnalyticsError, ValueError, AssertionError):
     """A message was rejected at the call; nothing was stored."""
 
 
@@ -41,7 +43,7 @@ class FieldTypeError(ValidationError, TypeError):
     """A field has the wrong type (for example ``traits`` that is not a mapping)."""
 
 
-class MessageTooLarge(ValidationError):
+class MessageTooLarge(ValidationError, RuntimeError):
     """A message's JSON is over ``max_message_bytes``; nothing was stored."""
 
     def __init__(self, message: str, *, size: int, limit: int) -> None:

@@ -72,7 +72,9 @@ class RetryPolicy:
 
         for name in ("initial", "maximum", "retry_after_max", "max_retry_age"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            # max_retry_age=0 is segment's max_total_backoff_duration=0: no retry at all.
+            if not number or value < 0 or (value == 0 and name != "max_retry_age"):
                 raise ConfigError(f"RetryPolicy {name}={value!r}: use a positive number of seconds")
         if self.maximum < self.initial:
             raise ConfigError("RetryPolicy maximum must be at least initial")

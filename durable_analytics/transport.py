@@ -13,13 +13,12 @@ import gzip as _gzip
 import logging
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence, Tuple, Union
-from urllib.parse import urlsplit
 
 import requests
 
 from ._version import __version__
+from .config import check_endpoint
 from .deadline import DeadlineAdapter, cutoff
-from .errors import ConfigError
 from .retry import parse_retry_after
 
 __all__ = [
@@ -44,23 +43,6 @@ Timeout = Union[float, Tuple[float, float]]
 def envelope_overhead() -> int:
     """Bytes a request body adds around its messages: the limit is on the whole body."""
     return len(f'{{"batch":[],"sentAt":"{_SENT_AT_SAMPLE}"}}'.encode())
-
-
-def check_endpoint(endpoint: str) -> str:
-    """Validate an endpoint URL at configuration time; return it without a trailing slash."""
-    if not isinstance(endpoint, str) or not endpoint.strip():
-        raise ConfigError("endpoint must be a URL such as https://api.segment.io")
-    text = endpoint.strip().rstrip("/")
-    if "://" not in text:
-        text = "https://" + text
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(
-            f"endpoint={endpoint!r} is not an http(s) URL: use e.g. https://api.segment.io"
-        )
-    if parts.username or parts.password:
-        raise ConfigError("endpoint must not contain credentials: pass the write key instead")
-    return text
 
 
 class Kind(enum.Enum):

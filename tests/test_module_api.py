@@ -84,10 +84,20 @@ def test_join_delivers(configured: Collector) -> None:
     assert configured.message_ids == {message_id}
 
 
-def test_flush_and_shutdown_without_a_client_create_none() -> None:
+def test_flush_creates_the_default_client_as_segment_does(configured: Collector) -> None:
+    assert analytics.default_client is None
     assert analytics.flush() is True
+    assert analytics.default_client is not None
+    assert analytics.default_client.host == configured.url
     assert analytics.join() is None
     assert analytics.shutdown() is True
+    assert analytics.default_client is None
+    assert analytics.shutdown() is True
+
+
+def test_flush_without_a_write_key_raises_as_segment_does() -> None:
+    with pytest.raises(AssertionError, match="write_key is required"):
+        analytics.flush()
     assert analytics.default_client is None
 
 
