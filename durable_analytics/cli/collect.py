@@ -31,6 +31,16 @@ def event_line(message: Dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def network_of(args: argparse.Namespace) -> Any:
+    """The ``--delay`` / ``--fault-rate`` / ``--seed`` network, or a clear error."""
+    from ..testing import Network
+
+    try:
+        return Network(delay=args.delay, fault_rate=args.fault_rate, seed=args.seed)
+    except ValueError as exc:
+        raise CommandError(f"collect: {exc}") from None
+
+
 def cmd_collect(args: argparse.Namespace) -> int:
     from ..testing import Collector
 
@@ -44,7 +54,12 @@ def cmd_collect(args: argparse.Namespace) -> int:
             sys.stdout.flush()
 
     collector = Collector(
-        write_key, host="127.0.0.1", port=args.port, out=args.out, on_message=show
+        write_key,
+        host="127.0.0.1",
+        port=args.port,
+        out=args.out,
+        on_message=show,
+        network=network_of(args),
     )
     try:
         collector.start()
@@ -67,7 +82,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
         collector.stop()
     sys.stderr.write(
         f"collect: stopped; {len(collector.messages):,} event(s) in "
-        f"{len(collector.requests):,} request(s), {collector.duplicates:,} duplicate(s)\n"
+        f"{len(collector.requests):,} request(s), {collector.duplicates:,} duplicate(s), "
+        f"{collector.network_faults:,} injected fault(s)\n"
     )
     return EXIT_OK
 
@@ -78,6 +94,7 @@ def register(subparsers: Any) -> None:
         "collect",
         "run a local Segment-compatible collector and print what it receives",
         "  durable-analytics collect --port 8765 --out events.jsonl\n"
+        "  durable-analytics collect --delay 0.2 --fault-rate 0.2   # a far, flaky server\n"
         "  # elsewhere: durable-analytics track --endpoint http://127.0.0.1:8765 ...",
         cmd_collect,
         description=(
@@ -94,4 +111,25 @@ def register(subparsers: Any) -> None:
         "--write-key",
         metavar="KEY",
         help=f"accept only this write key (env {ENV_WRITE_KEY}; default: any key)",
+    )
+    collect.add_argument(
+        "--delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="hold every batch request this long before answering (a round trip; default 0)",
+    )
+    collect.add_argument(
+        "--fault-rate",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="answer this share of batch requests 500, at random (0 to 1; default 0)",
+    )
+    collect.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="random seed of --fault-rate, so a run can be repeated (default 0)",
     )

@@ -7,13 +7,15 @@ retry, split and dedupe logic can be tested end to end without a network.
 
 It uses the standard library only, so that it can ship inside the package and run anywhere.
 The pieces: :mod:`.collector` (the :class:`Collector`), :mod:`.contract` (what the server
-checks), :mod:`.faults` (what it is told to get wrong), :mod:`.server` (HTTP plumbing) and
+checks), :mod:`.faults` (what it is told to get wrong), :mod:`.network` (a far or flaky
+network in front of it), :mod:`.server` (HTTP plumbing) and
 :mod:`.wire` (the records and answers).
 """
 
 from __future__ import annotations
 
 from .collector import BATCH_PATH, Collector
+from .network import Network
 from .wire import ReceivedRequest, Response
 
-__all__ = ["BATCH_PATH", "Collector", "ReceivedRequest", "Response"]
+__all__ = ["BATCH_PATH", "Collector", "Network", "ReceivedRequest", "Response"]

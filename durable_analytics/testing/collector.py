@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from ..limits import DEFAULT_MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES
 from . import contract
 from .faults import Faults, scripted_outcome
+from .network import Network, NetworkState
 from .server import Handler, Server
 from .wire import Outcome, ReceivedRequest, Response, ResponseLike, as_response
 
@@ -30,6 +31,8 @@ class Collector:
     accepted, but a request without Basic auth still gets 401 (the contract requires it).
     ``out``: append each accepted message to this file as one JSON line.
     ``on_message``: called (in the server thread) with each accepted message.
+    ``network``: hold every batch request for a round trip and fail a share of them at
+    random (see :class:`Network`; :meth:`set_network` changes it while running).
     """
 
     def __init__(
@@ -42,6 +45,7 @@ class Collector:
         on_message: Optional[Callable[[dict[str, Any]], None]] = None,
         max_body_bytes: int = MAX_REQUEST_BYTES,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        network: Optional[Network] = None,
     ) -> None:
         self._write_key = write_key
         self._host = host
@@ -60,6 +64,8 @@ class Collector:
         self._errors: list[str] = []
         self._faults = Faults()
         self._marker: Optional[str] = None
+        self._network: Optional[NetworkState] = None
+        self.set_network(network)
 
         self._state_lock = threading.Lock()  # guards the server's lifecycle
         self._server: Optional[Server] = None
@@ -223,6 +229,20 @@ class Collector:
         with self._cond:
             self._faults.default = default
 
+    def set_network(self, network: Optional[Network]) -> None:
+        """Put a network in front of every batch request from now on (None: answer at once).
+        Its random sequence starts again from its seed."""
+        state = None if network is None or network == Network() else NetworkState(network)
+        with self._cond:
+            self._network = state
+
+    @property
+    def network_faults(self) -> int:
+        """How many requests the network failed (since it was set)."""
+        with self._cond:
+            state = self._network
+        return 0 if state is None else state.faults
+
     @property
     def reject_marker(self) -> Optional[str]:
         """A batch with a message whose JSON contains this text is answered 400, as a whole."""
@@ -280,10 +300,15 @@ class Collector:
         elif handler.command != "POST":
             outcome = Outcome(405, headers={"Allow": "POST"})
         else:
-            scripted = self._next_scripted()
+            with self._cond:
+                network = self._network
+            fault = network.pass_through(handler.server.stopping) if network else None
+            scripted = self._next_scripted() if fault is None else None
             body, decode_error = contract.decode(raw, encoding)
             payload = contract.parse(body) if body is not None else None
-            if scripted is not None:
+            if fault is not None:
+                outcome = fault
+            elif scripted is not None:
                 outcome = scripted_outcome(scripted, payload, handler.server.stopping)
             else:
                 outcome = self._validate(user, password, body, decode_error, payload)
