@@ -9,8 +9,18 @@ import sys
 import threading
 from typing import Any, Dict
 
-from .options import ENV_WRITE_KEY, EXIT_OK, CommandError, add_command, port, resolve_write_key
+from .options import (
+    ENV_WRITE_KEY,
+    EXIT_OK,
+    CommandError,
+    add_command,
+    port,
+    positive_int,
+    resolve_write_key,
+)
 from .signals import stopping_on_signals
+
+DEFAULT_HOST = "127.0.0.1"
 
 
 def event_line(message: Dict[str, Any]) -> str:
@@ -43,6 +53,7 @@ def network_of(args: argparse.Namespace) -> Any:
 
 def cmd_collect(args: argparse.Namespace) -> int:
     from ..testing import Collector
+    from ..testing.feed import DEFAULT_FEED_SIZE
 
     write_key = resolve_write_key(args, required=False)
     lock = threading.Lock()
@@ -55,16 +66,23 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
     collector = Collector(
         write_key,
-        host="127.0.0.1",
+        host=args.host,
         port=args.port,
         out=args.out,
         on_message=show,
         network=network_of(args),
+        keep=args.keep or DEFAULT_FEED_SIZE,
+        debugger=True,
     )
     try:
         collector.start()
     except OSError as exc:
-        target = f"--out {args.out}" if exc.filename is not None else f"--port {args.port}"
+        target = (
+            f"--out {args.out}"
+            if exc.filename is not None
+            else f"--port {args.port}"
+            + ("" if args.host == DEFAULT_HOST else f" and --host {args.host}")
+        )
         raise CommandError(
             f"cannot start the collector ({exc.strerror or exc}): check {target}"
         ) from None
@@ -73,16 +91,17 @@ def cmd_collect(args: argparse.Namespace) -> int:
         with stopping_on_signals(stop):
             sys.stderr.write(
                 f"collect: listening on {collector.url} (point applications at --endpoint "
-                f"{collector.url}); Ctrl-C to stop\n"
+                f"{collector.url}); debugger page at {collector.url}/; Ctrl-C to stop\n"
             )
             sys.stderr.flush()
             while not stop.wait(0.2):
                 pass
     finally:
         collector.stop()
+    counts = collector.counts
     sys.stderr.write(
-        f"collect: stopped; {len(collector.messages):,} event(s) in "
-        f"{len(collector.requests):,} request(s), {collector.duplicates:,} duplicate(s), "
+        f"collect: stopped; {counts.events:,} event(s) in "
+        f"{counts.requests:,} request(s), {counts.duplicates:,} duplicate(s), "
         f"{collector.network_faults:,} injected fault(s)\n"
     )
     return EXIT_OK
@@ -98,12 +117,27 @@ def register(subparsers: Any) -> None:
         "  # elsewhere: durable-analytics track --endpoint http://127.0.0.1:8765 ...",
         cmd_collect,
         description=(
-            "Run the loopback collector (POST /v1/batch on 127.0.0.1) in the foreground and "
-            "print each event it accepts, one line each. Ctrl-C or SIGTERM stops it."
+            "Run the loopback collector (POST /v1/batch, on 127.0.0.1 by default) in the "
+            "foreground and "
+            "print each event it accepts, one line each. The same port serves a debugger "
+            "page at / showing the events as they arrive. Ctrl-C or SIGTERM stops it."
         ),
     )
     collect.add_argument(
         "--port", type=port, default=8765, metavar="PORT", help="port (default 8765; 0: any free)"
+    )
+    collect.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        metavar="ADDRESS",
+        help=f"address to listen on (default {DEFAULT_HOST}: this machine only; the page "
+        "shows event contents to whoever can reach it)",
+    )
+    collect.add_argument(
+        "--keep",
+        type=positive_int,
+        metavar="N",
+        help="events the page keeps (default 1,000; counts stay exact)",
     )
     collect.add_argument("--json", action="store_true", help="print each message as JSON")
     collect.add_argument("--out", metavar="FILE", help="also append each message to FILE (JSONL)")

@@ -3,18 +3,21 @@ what it received, the faults it is scripted to inject, and how one request is ha
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
 import threading
 import time
 import traceback
+from collections import deque
 from typing import IO, Any, Callable, Optional, Union
 from urllib.parse import urlsplit
 
 from ..limits import DEFAULT_MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES
-from . import contract
+from . import contract, debugger
 from .faults import Faults, scripted_outcome
+from .feed import DEFAULT_FEED_SIZE, Counts, Feed
 from .network import Network, NetworkState
 from .server import Handler, Server
 from .wire import Outcome, ReceivedRequest, Response, ResponseLike, as_response
@@ -33,6 +36,11 @@ class Collector:
     ``on_message``: called (in the server thread) with each accepted message.
     ``network``: hold every batch request for a round trip and fail a share of them at
     random (see :class:`Network`; :meth:`set_network` changes it while running).
+    ``keep``: remember only the latest ``keep`` requests, batches and messages (None: all of
+    them, as tests want; a long-running collector sets it to bound its memory). The counts
+    (:attr:`counts`, :attr:`duplicates`) stay exact either way.
+    ``debugger``: also serve the debugger page at ``/`` (see :mod:`.debugger`); it shows the
+    latest ``keep`` accepted messages (1,000 when ``keep`` is None).
     """
 
     def __init__(
@@ -46,7 +54,11 @@ class Collector:
         max_body_bytes: int = MAX_REQUEST_BYTES,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         network: Optional[Network] = None,
+        keep: Optional[int] = None,
+        debugger: bool = False,
     ) -> None:
+        if keep is not None and keep < 1:
+            raise ValueError(f"keep must be None or at least 1, not {keep}")
         self._write_key = write_key
         self._host = host
         self._requested_port = port
@@ -54,13 +66,15 @@ class Collector:
         self._on_message = on_message
         self.max_body_bytes = max_body_bytes
         self.max_message_bytes = max_message_bytes
+        self._debugger = debugger
 
         self._cond = threading.Condition()  # guards everything received and the fault script
-        self._requests: list[ReceivedRequest] = []
-        self._batches: list[list[dict[str, Any]]] = []
-        self._messages: list[dict[str, Any]] = []
+        self._requests: deque[ReceivedRequest] = deque(maxlen=keep)
+        self._batches: deque[list[dict[str, Any]]] = deque(maxlen=keep)
+        self._messages: deque[dict[str, Any]] = deque(maxlen=keep)
         self._ids: set[str] = set()
-        self._duplicates = 0
+        self._counts = Counts()
+        self._feed = Feed(keep if keep is not None else DEFAULT_FEED_SIZE)
         self._errors: list[str] = []
         self._faults = Faults()
         self._marker: Optional[str] = None
@@ -197,7 +211,33 @@ class Collector:
     def duplicates(self) -> int:
         """Accepted messages whose messageId had already been accepted."""
         with self._cond:
-            return self._duplicates
+            return self._counts.duplicates
+
+    @property
+    def counts(self) -> Counts:
+        """Exact totals of requests, accepted events, duplicates, rejections and drops."""
+        with self._cond:
+            return dataclasses.replace(self._counts)
+
+    def snapshot(self, after: int = 0, limit: int = debugger.MAX_EVENTS_PER_POLL) -> dict[str, Any]:
+        """What the debugger page polls for, as JSON-ready data: the newest ``limit`` accepted
+        messages after the cursor ``after`` (oldest first), the new cursor, how many after the
+        cursor are not included, the counts and the faults."""
+        with self._cond:
+            entries, missed = self._feed.after(after, limit)
+            return {
+                "cursor": self._feed.last,
+                "generation": self._feed.generation,
+                "keep": self._feed.size,
+                "missed": missed,
+                "events": [entry.as_dict() for entry in entries],
+                "counts": dataclasses.asdict(self._counts),
+                "faults": {
+                    **self._faults.describe(),
+                    "reject_marker": self._marker,
+                    "network": None if self._network is None else self._network.describe(),
+                },
+            }
 
     @property
     def errors(self) -> list[str]:
@@ -213,7 +253,7 @@ class Collector:
     def wait_for_requests(self, count: int, timeout: float = 10.0) -> bool:
         """Block until at least ``count`` requests arrived; False on timeout."""
         with self._cond:
-            return self._cond.wait_for(lambda: len(self._requests) >= count, timeout)
+            return self._cond.wait_for(lambda: self._counts.requests >= count, timeout)
 
     # -- faults ----------------------------------------------------------------------------
 
@@ -264,12 +304,35 @@ class Collector:
             self._batches.clear()
             self._messages.clear()
             self._ids.clear()
-            self._duplicates = 0
+            self._counts = Counts()
+            self._feed.clear()
             self._errors.clear()
             self._faults.clear()
             self._marker = None
 
     # -- request handling (server threads) ------------------------------------------------
+
+    def _count(self, status: int) -> None:
+        counts = self._counts
+        counts.requests += 1
+        if status == 0:
+            counts.dropped += 1
+        elif status >= 400:
+            counts.rejected += 1
+
+    def _seen(self, message: dict[str, Any]) -> bool:
+        """Count an accepted message; True if its messageId had been accepted before."""
+        counts = self._counts
+        counts.events += 1
+        mid = message.get("messageId")
+        if not isinstance(mid, str):
+            return False
+        if mid in self._ids:
+            counts.duplicates += 1
+            return True
+        self._ids.add(mid)
+        counts.distinct += 1
+        return False
 
     def _note_error(self, text: str) -> None:
         with self._cond:
@@ -281,6 +344,9 @@ class Collector:
 
     def _serve(self, handler: Handler) -> None:
         """Handle one request: read, decide, record, then answer (or drop)."""
+        if self._debugger and debugger.handles(handler.command, handler.path):
+            self._serve_page(handler)
+            return
         raw = handler.read_body()
         received_at = time.monotonic()
         headers = dict(handler.headers.items())
@@ -325,12 +391,19 @@ class Collector:
             received_at=received_at,
         )
         # Record before answering, so a client that got its answer sees the effect.
-        self._record(request, outcome.accepted)
+        self._record(request, outcome.accepted, time.time())
         if outcome.drop:
             handler.server.mark_reset(handler.connection)
             handler.close_connection = True
             return
         handler.send_outcome(outcome, close=close)
+
+    def _serve_page(self, handler: Handler) -> None:
+        framed = handler.read_body() is not None
+        host = handler.headers.get("Host")
+        handler.send_outcome(
+            debugger.answer(handler.path, host, self._host, self.snapshot), close=not framed
+        )
 
     def _validate(
         self,
@@ -354,19 +427,20 @@ class Collector:
             marker=marker,
         )
 
-    def _record(self, request: ReceivedRequest, accepted: Optional[list[dict[str, Any]]]) -> None:
+    def _record(
+        self,
+        request: ReceivedRequest,
+        accepted: Optional[list[dict[str, Any]]],
+        received: float,
+    ) -> None:
         with self._cond:
             self._requests.append(request)
+            self._count(request.status)
             if accepted is not None:
                 self._batches.append(accepted)
                 for message in accepted:
                     self._messages.append(message)
-                    mid = message.get("messageId")
-                    if isinstance(mid, str):
-                        if mid in self._ids:
-                            self._duplicates += 1
-                        else:
-                            self._ids.add(mid)
+                    self._feed.add(message, duplicate=self._seen(message), received=received)
                 if self._out is not None and accepted:
                     self._out.write(
                         "".join(json.dumps(m, ensure_ascii=False) + "\n" for m in accepted)

@@ -12,19 +12,44 @@ from .wire import Outcome, Response
 
 
 class Faults:
-    """The fault script and the default answer. Not locked: the collector guards it."""
+    """The fault script, the default answer, and what was injected so far. Not locked: the
+    collector guards it."""
 
     def __init__(self) -> None:
         self.script: deque[Response] = deque()
         self.default: Optional[Response] = None
+        self.injected: dict[str, int] = {}
 
     def next(self) -> Optional[Response]:
         """The answer for the next batch request; None means "validate normally"."""
-        return self.script.popleft() if self.script else self.default
+        response = self.script.popleft() if self.script else self.default
+        if response is not None:
+            name = label(response)
+            self.injected[name] = self.injected.get(name, 0) + 1
+        return response
 
     def clear(self) -> None:
         self.script.clear()
         self.default = None
+        self.injected.clear()
+
+    def describe(self) -> dict[str, Any]:
+        """What is scripted and what was injected, in words, for the debugger page."""
+        return {
+            "pending": [label(r) for r in self.script],
+            "default": None if self.default is None else label(self.default),
+            "injected": dict(self.injected),
+        }
+
+
+def label(response: Response) -> str:
+    """A scripted answer in a few words: ``503 Retry-After: 30``, ``reset after 0.5s``."""
+    text = "connection reset" if response.drop else str(response.status)
+    if response.retry_after is not None and not response.drop:
+        text += f" Retry-After: {response.retry_after}"
+    if response.delay:
+        text += f" after {response.delay:g}s"
+    return text
 
 
 def scripted_outcome(

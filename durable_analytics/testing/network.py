@@ -44,6 +44,19 @@ class NetworkState:
         self._lock = threading.Lock()
         self.faults = 0
 
+    def describe(self) -> str:
+        """The network in words, for the debugger page."""
+        network = self.network
+        parts = []
+        if network.delay:
+            parts.append(f"every request held {network.delay:g}s")
+        if network.fault_rate:
+            parts.append(
+                f"{network.fault_rate:.0%} answered {network.fault_status} at random "
+                f"({self.faults:,} so far)"
+            )
+        return ", ".join(parts)
+
     def pass_through(self, stopping: threading.Event) -> Optional[Outcome]:
         """Hold the request for the round trip; return the fault to answer, or None to serve
         it normally. A collector stopping meanwhile drops the connection."""

@@ -164,7 +164,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def send_outcome(self, outcome: Outcome, *, close: bool = False) -> None:
         status = outcome.status
-        if isinstance(outcome.body, str):
+        if isinstance(outcome.body, bytes):
+            body = outcome.body
+        elif isinstance(outcome.body, str):
             body = outcome.body.encode()
         else:
             body = json.dumps(outcome.body).encode()
@@ -174,7 +176,7 @@ class Handler(BaseHTTPRequestHandler):
         for name, value in outcome.headers.items():
             self.send_header(name, value)
         if not no_body:
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", outcome.content_type)
             self.send_header("Content-Length", str(len(body)))
         if close:
             self.send_header("Connection", "close")  # also sets close_connection

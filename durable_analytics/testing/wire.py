@@ -77,19 +77,21 @@ def default_body(status: int) -> dict[str, Any]:
 class Outcome:
     """What to answer to one request and what to record about it."""
 
-    __slots__ = ("status", "body", "headers", "accepted", "drop")
+    __slots__ = ("status", "body", "headers", "accepted", "drop", "content_type")
 
     def __init__(
         self,
         status: int,
-        body: Union[dict[str, Any], str, None] = None,
+        body: Union[dict[str, Any], list[Any], str, bytes, None] = None,
         *,
         headers: Optional[dict[str, str]] = None,
         accepted: Optional[list[dict[str, Any]]] = None,
         drop: bool = False,
+        content_type: str = "application/json",
     ) -> None:
         self.status = status
         self.body = default_body(status) if body is None else body
         self.headers = headers or {}
         self.accepted = accepted
         self.drop = drop
+        self.content_type = content_type
