@@ -9,7 +9,6 @@ import time
 from typing import List, Optional, Sequence, Tuple
 
 from ..errors import QueueFull
-from ..limits import DEFAULT_MAX_MESSAGE_BYTES
 from .connection import Connection
 from .ranges import MAX_ID, free_spans, runs
 from .schema import HIGH_WATER, INSERT
@@ -20,17 +19,27 @@ OVERFLOW_POLICIES = ("drop_oldest", "drop_newest", "raise")
 _DROP_WARNING_INTERVAL = 1.0
 # Bytes in use: pages holding data. Read from the file header; constant time.
 _PAGES_USED = "SELECT page_count - freelist_count FROM pragma_page_count(), pragma_freelist_count()"
+# Messages and dead letters: an upper bound from the id spans (two lookups each), and exactly.
+_SPANS = (
+    "SELECT (SELECT COALESCE(MAX(id) - MIN(id) + 1, 0) FROM messages) + "
+    "(SELECT COALESCE(MAX(id) - MIN(id) + 1, 0) FROM dead_letters)"
+)
+_COUNTS = "SELECT (SELECT COUNT(*) FROM messages) + (SELECT COUNT(*) FROM dead_letters)"
 
 
 class Appends(Connection):
-    """``append`` / ``append_many``: commit messages, applying the bounds and overflow policy."""
+    """``append`` / ``append_many``: commit messages, applying the bounds and overflow policy.
+
+    The bounds are checked after the insert, inside the same ``BEGIN IMMEDIATE`` transaction,
+    against what the file then holds: exact, whatever the message sizes and however many
+    processes append at once (every writer of the file takes that lock in turn).
+    """
 
     max_queue_bytes: Optional[int]
     max_queue_messages: Optional[int]
     overflow: str
 
     def _start_appends(self) -> None:
-        self._unchecked = 0  # appends left before the limits are read again
         self._dropped_unreported = 0
         self._last_drop_warning = 0.0
 
@@ -40,35 +49,25 @@ class Appends(Connection):
         """Commit one message's JSON; return its row id, or ``None`` if dropped as newest."""
         if size is None:
             size = len(data.encode("utf-8"))
-        created = time.time() if now is None else now
-        with self.tran_lock:
-            conn = self._db()
-            try:
-                if self._unchecked > 0:
-                    self._unchecked -= 1
-                    return conn.execute(INSERT, (data, size, created)).lastrowid
-                count, used = self._usage(conn, 1, size)
-                if not self._over_limit(count, used):
-                    self._unchecked = self._safe_appends(count, used)
-                    return conn.execute(INSERT, (data, size, created)).lastrowid
-            except sqlite3.Error as exc:
-                raise self._translate(exc) from exc
-        ids = self.append_many([(data, size)], now=created)
+        ids = self.append_many([(data, size)], now=now)
         return ids[0] if ids else None
 
     def append_many(
         self, items: Sequence[Tuple[str, int]], *, now: Optional[float] = None
     ) -> List[int]:
-        """Commit many ``(json, size)`` messages in one transaction, applying the overflow
-        policy; return the ids of those stored, in order (``drop_newest`` may store fewer)."""
+        """Commit many ``(json, utf8_size)`` messages in one transaction under the bounds.
+
+        Returns the ids of those stored, in order: all of them, except that ``drop_newest``
+        stores fewer when the queue is full; ``raise`` raises ``QueueFull`` and stores none;
+        ``drop_oldest`` stores all and deletes the oldest unleased messages to make room.
+        """
         created = time.time() if now is None else now
 
         def work(conn: sqlite3.Connection) -> Tuple[List[int], int]:
-            incoming = list(items)
-            dropped = self._make_room(conn, incoming)
+            ids = [conn.execute(INSERT, (data, size, created)).lastrowid for data, size in items]
+            dropped = self._make_room(conn, ids) if ids else 0
             if dropped:
                 conn.execute("UPDATE state SET dropped = dropped + ? WHERE id = 0", (dropped,))
-            ids = [conn.execute(INSERT, (data, size, created)).lastrowid for data, size in incoming]
             return ids, dropped
 
         ids, dropped = self._write(work)
@@ -76,11 +75,12 @@ class Appends(Connection):
             self._warn_dropped(dropped)
         return ids
 
-    def _make_room(self, conn: sqlite3.Connection, incoming: List[Tuple[str, int]]) -> int:
-        """Apply the overflow policy so that ``incoming`` fits (``drop_newest`` shortens it);
-        return how many messages were dropped."""
-        need_count, need_bytes = self._usage(conn, len(incoming), sum(s for _, s in incoming))
-        if not self._over_limit(need_count, need_bytes):
+    def _make_room(self, conn: sqlite3.Connection, ids: List[int]) -> int:
+        """With ``ids`` just inserted: apply the overflow policy if a bound is now exceeded
+        (``drop_newest`` shortens ``ids``); return how many messages were dropped."""
+        if self.max_queue_bytes is None and self.max_queue_messages is None:
+            return 0
+        if not self._over_limit(*self._usage(conn, 0, 0)):
             return 0
         if self.overflow == "raise":
             raise QueueFull(
@@ -90,12 +90,10 @@ class Appends(Connection):
                 "choose overflow='drop_oldest'"
             )
         if self.overflow == "drop_oldest":
-            return self._drop_oldest(conn, incoming)
+            return self._drop_oldest(conn, ids)
         dropped = 0
-        while incoming and self._over_limit(need_count, need_bytes):
-            _, size = incoming.pop()
-            need_count -= 1
-            need_bytes -= size
+        while ids and self._over_limit(*self._usage(conn, 0, 0)):
+            conn.execute("DELETE FROM messages WHERE id = ?", (ids.pop(),))
             dropped += 1
         return dropped
 
@@ -103,73 +101,63 @@ class Appends(Connection):
         """(messages, bytes) the file would hold with ``more`` messages of ``more_bytes`` added.
 
         Bytes are the file's pages in use (per-row overhead included), read in constant time.
-        Messages are counted only under a message limit: first as the id span (an upper
-        bound, one lookup), exactly only when that bound is over the limit.
+        Messages (queued and dead letters) are counted only under a message limit: first as
+        the id spans (an upper bound, two lookups), exactly only when that bound is over.
         """
         used = more_bytes
         if self.max_queue_bytes is not None:
             used += conn.execute(_PAGES_USED).fetchone()[0] * self._page_size
         if self.max_queue_messages is None:
             return more, used
-        span, dead = conn.execute(
-            "SELECT (SELECT COALESCE(MAX(id) - MIN(id) + 1, 0) FROM messages), "
-            "(SELECT COUNT(*) FROM dead_letters)"
-        ).fetchone()
-        if span + dead + more > self.max_queue_messages:
-            span = conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
-        return span + dead + more, used
-
-    def _safe_appends(self, count: int, used: int) -> int:
-        """How many appends may skip the limit check: a quarter of the headroom, at most 100,
-        so that the limits hold (to within a few messages) even with other processes appending,
-        while a queue far from full pays for no check at all on most calls."""
-        room = 100
-        if self.max_queue_messages is not None:
-            room = min(room, (self.max_queue_messages - count) // 4)
-        if self.max_queue_bytes is not None:
-            room = min(room, (self.max_queue_bytes - used) // (4 * DEFAULT_MAX_MESSAGE_BYTES))
-        return max(0, room)
+        count = conn.execute(_SPANS).fetchone()[0]
+        if count + more > self.max_queue_messages:
+            count = conn.execute(_COUNTS).fetchone()[0]
+        return count + more, used
 
     def _over_limit(self, count: int, total: int) -> bool:
         return (self.max_queue_messages is not None and count > self.max_queue_messages) or (
             self.max_queue_bytes is not None and total > self.max_queue_bytes
         )
 
-    def _drop_oldest(self, conn: sqlite3.Connection, incoming: Sequence[Tuple[str, int]]) -> int:
-        """Delete the oldest rows nobody holds a lease on until ``incoming`` fits.
+    def _drop_oldest(self, conn: sqlite3.Connection, ids: List[int]) -> int:
+        """Delete the oldest rows nobody holds a lease on until the file is within bounds.
 
-        Waiting messages go first, oldest first; dead letters only when nothing else is left.
+        Messages queued before ``ids`` go first, oldest first; then dead letters; then, if the
+        bounds are still exceeded (what is left is leased), the new messages themselves.
         """
-        more, more_bytes = len(incoming), sum(size for _, size in incoming)
         dropped = 0
-        for table in ("messages", "dead_letters"):
+        for table, below in (("messages", ids[0]), ("dead_letters", MAX_ID), ("messages", MAX_ID)):
             while True:
-                count, used = self._usage(conn, more, more_bytes)
+                count, used = self._usage(conn, 0, 0)
                 over_count = count - (self.max_queue_messages or count)
                 over_bytes = used - (self.max_queue_bytes or used)
                 if over_count <= 0 and over_bytes <= 0:
                     return dropped
-                victims = self._victims(conn, table, over_count, over_bytes)
+                victims = self._victims(conn, table, below, over_count, over_bytes)
                 if not victims:
                     break
                 conn.execute(HIGH_WATER)
                 for low, high in runs(victims):
                     conn.execute(f"DELETE FROM {table} WHERE id BETWEEN ? AND ?", (low, high))
                 dropped += len(victims)
+                if below == MAX_ID and table == "messages":
+                    gone = set(victims)
+                    ids[:] = [row_id for row_id in ids if row_id not in gone]
         return dropped
 
     @staticmethod
     def _victims(
-        conn: sqlite3.Connection, table: str, over_count: int, over_bytes: int
+        conn: sqlite3.Connection, table: str, below: int, over_count: int, over_bytes: int
     ) -> List[int]:
-        """The oldest unleased rows of ``table`` (up to 1,000) that free what is over."""
+        """The oldest unleased rows of ``table`` with ids below ``below`` (up to 1,000) that
+        free what is over (at least one)."""
         spans = free_spans(conn) if table == "messages" else [(0, MAX_ID)]
         victims: List[int] = []
         freed = 0
         for low, high in spans:
             for row_id, size in conn.execute(
                 f"SELECT id, size FROM {table} WHERE id BETWEEN ? AND ? ORDER BY id LIMIT 1000",
-                (low, high),
+                (low, min(high, below - 1)),
             ):
                 victims.append(row_id)
                 freed += size

@@ -11,7 +11,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 from .connection import Connection
 from .ranges import marks, runs
 from .records import DeadLetter
-from .schema import HIGH_WATER, INSERT
+from .schema import HIGH_WATER, INSERT_BYTES
 
 
 def move_dead(
@@ -55,11 +55,16 @@ class DeadLetters(Connection):
     def dead_letters(self, limit: int = 100, offset: int = 0) -> List[DeadLetter]:
         """Rejected messages, oldest first."""
         rows = self._read(
-            "SELECT id, data, http_status, reason, attempts, created, dead_at FROM dead_letters "
-            "ORDER BY id LIMIT ? OFFSET ?",
+            "SELECT id, CAST(data AS BLOB), http_status, reason, attempts, created, dead_at "
+            "FROM dead_letters ORDER BY id LIMIT ? OFFSET ?",
             (limit, offset),
         )
-        return [DeadLetter(*row) for row in rows]
+        # A row that was dead-lettered because its text is not UTF-8 is shown as far as it
+        # can be read, so that an operator can see what it was.
+        return [
+            DeadLetter(row_id, bytes(data).decode("utf-8", "replace"), *rest)
+            for row_id, data, *rest in rows
+        ]
 
     def requeue_dead(
         self, ids: Optional[Sequence[int]] = None, older_than: Optional[float] = None
@@ -72,10 +77,12 @@ class DeadLetters(Connection):
 
         def work(conn: sqlite3.Connection) -> int:
             rows = conn.execute(
-                f"SELECT data, size, created FROM dead_letters WHERE {where} ORDER BY id", params
+                f"SELECT CAST(data AS BLOB), size, created FROM dead_letters WHERE {where} "
+                "ORDER BY id",
+                params,
             ).fetchall()
             for row in rows:
-                conn.execute(INSERT, row)
+                conn.execute(INSERT_BYTES, row)
             conn.execute(f"DELETE FROM dead_letters WHERE {where}", params)
             return len(rows)
 

@@ -10,7 +10,8 @@ from ..errors import QueueCorrupt, QueueError, QueueLocked
 
 def translate(exc: sqlite3.Error, file: Path, busy_timeout: float) -> QueueError:
     """Map one SQLite error on ``file`` to the matching ``QueueError``."""
-    text = str(exc)
+    # SQLite's decode error quotes the row's text: a message's content never goes further.
+    text = str(exc).split(" with text ", 1)[0]
     lowered = text.lower()
     if "locked" in lowered or "busy" in lowered:
         return QueueLocked(

@@ -7,11 +7,23 @@ An owner token is ``host|pid|start-time|random``. The start time (the kernel's, 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import uuid
-from typing import Optional, Tuple
+from typing import Any, NamedTuple, Optional, Tuple
+
+from ..errors import ConfigError
 
 HOST = socket.gethostname()
+_TOKEN = re.compile(r"([^|]*)\|([0-9]+)\|([0-9]*)\|[0-9a-f]{8}")
+
+
+class Owner(NamedTuple):
+    """What an owner token says: the host and pid of the taker and the pid's start time."""
+
+    host: str
+    pid: int
+    start: Optional[str]
 
 
 def process_start(pid: int) -> Optional[str]:
@@ -56,3 +68,23 @@ def process_prefix() -> str:
 def owner_token() -> str:
     """A token naming one taker: host, pid and process start time, plus a random part."""
     return process_prefix() + uuid.uuid4().hex[:8]
+
+
+def parse_owner(token: Any) -> Optional[Owner]:
+    """The parts of an owner token, or ``None`` if ``token`` is not one."""
+    match = _TOKEN.fullmatch(token) if isinstance(token, str) else None
+    if match is None:
+        return None
+    host, pid, start = match.groups()
+    return Owner(host, int(pid), start or None)
+
+
+def check_owner(token: Any) -> str:
+    """``token`` if it came from ``owner_token()``; a clear error otherwise (an owner the
+    store cannot check would hold its messages until the lease expires)."""
+    if parse_owner(token) is None:
+        raise ConfigError(
+            f"lease owner {str(token)[:80]!r} is not an owner token: pass the value of "
+            "store.new_owner() (host|pid|start-time|random), made once per taker"
+        )
+    return token

@@ -14,9 +14,10 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import identity
-from .batches import ready_rows
+from .batches import Batch, ready_batch
 from .connection import Connection
-from .records import Lease, Row
+from .dead_letters import move_dead
+from .records import Lease
 from .schema import COVERED
 
 log = logging.getLogger("durable_analytics")
@@ -45,6 +46,7 @@ class Leases(Connection):
         block the queue. The lease is one row naming the range of ids taken: nothing is
         written to the messages themselves.
         """
+        identity.check_owner(owner)
         moment = time.time() if now is None else now
         expires = moment + lease_seconds
         # Read the batch first on the side connection, outside the write lock the callers'
@@ -56,9 +58,16 @@ class Leases(Connection):
 
         def work(conn: sqlite3.Connection) -> Optional[Lease]:
             self._reclaim(conn, moment)
-            rows = seen if self._untouched(conn, seen) else []
-            if not rows:
-                rows = self._ready_rows(conn, max_messages, max_bytes)
+            batch = seen if self._untouched(conn, seen) else None
+            while True:
+                if batch is None:
+                    batch = self._ready_rows(conn, max_messages, max_bytes)
+                if batch.bad:
+                    self._quarantine(conn, batch.bad)
+                if batch.rows or not batch.bad:
+                    break
+                batch = None  # only unreadable rows: they are gone now, read on
+            rows = batch.rows
             if not rows:
                 return None
             conn.execute(
@@ -70,20 +79,32 @@ class Leases(Connection):
         return self._write(work)
 
     @staticmethod
-    def _untouched(conn: sqlite3.Connection, rows: List[Row]) -> bool:
-        """Whether ``rows``, read before the write lock, are all still queued and unleased."""
-        if not rows:
+    def _untouched(conn: sqlite3.Connection, batch: Batch) -> bool:
+        """Whether ``batch``, read before the write lock, is still all queued and unleased."""
+        span = batch.span
+        if span is None:
             return False
-        low, high = rows[0].id, rows[-1].id
+        low, high = span
         taken, present = conn.execute(
             "SELECT (SELECT COUNT(*) FROM leases WHERE lo <= ? AND hi >= ?), "
             "(SELECT COUNT(*) FROM messages WHERE id BETWEEN ? AND ?)",
             (high, low, low, high),
         ).fetchone()
-        return not taken and present == len(rows)
+        return not taken and present == len(batch.rows) + len(batch.bad)
 
-    def _ready_rows(self, conn: sqlite3.Connection, limit: int, max_bytes: int) -> List[Row]:
-        return ready_rows(conn, limit, max_bytes)
+    def _ready_rows(self, conn: sqlite3.Connection, limit: int, max_bytes: int) -> Batch:
+        return ready_batch(conn, limit, max_bytes)
+
+    @staticmethod
+    def _quarantine(conn: sqlite3.Connection, bad: List[Tuple[int, str]]) -> None:
+        """Move rows that cannot be handed out to the dead letters, each with its reason."""
+        for row_id, reason in bad:
+            move_dead(conn, [row_id], None, reason)
+            log.error(
+                "%s; it was moved to the dead letters (`durable-analytics dead-letters list`) "
+                "and the rest of the queue goes on",
+                reason,
+            )
 
     @staticmethod
     def _drop_leases(conn: sqlite3.Connection, where: str, params: Sequence[Any]) -> int:
@@ -95,15 +116,14 @@ class Leases(Connection):
     def _reclaim(self, conn: sqlite3.Connection, now: float) -> int:
         """Make ready again the messages of leases that expired or whose owner process is gone."""
         freed = self._drop_leases(conn, "expires < ?", (now,))
+        mine = identity.process_prefix()
         for (owner,) in conn.execute("SELECT DISTINCT owner FROM leases").fetchall():
-            host, pid, start, _ = (owner or "|0||").split("|", 3)
-            if (
-                host != identity.HOST
-                or not pid.isdigit()
-                or owner.startswith(identity.process_prefix())
-            ):
-                continue  # another host's pid cannot be checked; this process is alive
-            if not identity.process_alive(int(pid), start or None):
+            taker = identity.parse_owner(owner)
+            if taker is None or taker.host != identity.HOST or owner.startswith(mine):
+                # Not a token (written by another tool): it waits for its expiry. Another
+                # host's pid cannot be checked; this process is alive.
+                continue
+            if not identity.process_alive(taker.pid, taker.start):
                 freed += self._drop_leases(conn, "owner = ?", (owner,))
         if freed:
             log.info("took back %d message(s) from expired or abandoned leases", freed)

@@ -85,9 +85,13 @@ COVERED = (
 # again): a late ack, a flush mark or a drain snapshot names rows by id, so an id must never
 # come back. The high-water mark is written by the deletes (batch operations), so an append
 # only reads it and still writes one page.
-INSERT = (
-    "INSERT INTO messages (id, data, size, created) VALUES ((SELECT MAX(seq, "
-    "(SELECT COALESCE(MAX(id), 0) FROM messages)) + 1 FROM state WHERE id = 0), ?, ?, ?)"
+_NEXT_ID = (
+    "(SELECT MAX(seq, (SELECT COALESCE(MAX(id), 0) FROM messages)) + 1 FROM state WHERE id = 0)"
+)
+INSERT = f"INSERT INTO messages (id, data, size, created) VALUES ({_NEXT_ID}, ?, ?, ?)"
+# The same for text given as bytes that may not be UTF-8 (a dead letter requeued as it was).
+INSERT_BYTES = (
+    f"INSERT INTO messages (id, data, size, created) VALUES ({_NEXT_ID}, CAST(? AS TEXT), ?, ?)"
 )
 HIGH_WATER = (
     "UPDATE state SET seq = MAX(seq, (SELECT COALESCE(MAX(id), 0) FROM messages)) WHERE id = 0"
