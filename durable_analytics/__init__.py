@@ -114,13 +114,14 @@ def _settings() -> dict:
 
 
 def _retire_default_client() -> None:
-    """A setting changed: the next call builds a client with it. Nothing queued is lost:
-    the old client stops without waiting, and its messages stay in the queue file."""
+    """A setting changed: the next call builds a client with it. Nothing queued is lost and
+    the assignment never waits for the network: the old client retires (its batch on the
+    wire is settled in the background), and its messages stay in the queue file."""
     global default_client
     with _default_lock:
         old, default_client = default_client, None
     if old is not None:
-        old.shutdown(timeout=0)
+        old.retire()
 
 
 def identify(*args: Any, **kwargs: Any) -> Optional[str]:

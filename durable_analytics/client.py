@@ -30,6 +30,7 @@ from .messages import (
     Timestamp,
     Track,
 )
+from .stored_ids import StoredIds
 
 __all__ = ["Client", "DEFAULT_ENDPOINT", "MAX_REQUEST_BYTES", "configure_logging"]
 
@@ -88,11 +89,22 @@ _EXIT_HOOK_OWNER = _ExitHookOwner()
 
 
 def _shutdown_at_exit() -> None:
-    for client in list(_CLIENTS):
-        try:
-            client.shutdown(timeout=client.exit_timeout)
-        except Exception:
-            log.exception("shutdown at exit failed; queued messages stay on disk")
+    """Every client gets its ``exit_timeout`` to deliver, all at the same time; then every
+    worker is told to stop before any is waited for, so that the batches still on the wire
+    end together: exit takes at most the longest ``exit_timeout`` plus one request deadline,
+    however many clients there are."""
+    clients = list(_CLIENTS)
+    started = time.monotonic()
+
+    def left(client: Client) -> float:
+        return max(0.0, started + client.exit_timeout - time.monotonic())
+
+    for step in (lambda c: c.flush(left(c)), Client.retire, lambda c: c.shutdown(left(c))):
+        for client in clients:
+            try:
+                step(client)
+            except Exception:
+                log.exception("shutdown at exit failed; queued messages stay on disk")
 
 
 if hasattr(os, "register_at_fork"):
@@ -130,7 +142,7 @@ class Client:
         except ValidationError as exc:
             raise ConfigError(str(exc)) from None
         self._lock = threading.Lock()
-        self._last_id = 0
+        self._stored: Any = None  # the ids this client stored in this process (flush's work)
         self._closed = False
         self._worker: Any = None
         self._pid = os.getpid()
@@ -148,6 +160,7 @@ class Client:
                 overflow=config.overflow,
             )
             self.queue_path = self.store.file
+            self._stored = StoredIds(self.store.first_pending_id)
             self._ensure_worker()
         _CLIENTS.add(self)
         log.debug(
@@ -337,11 +350,12 @@ class Client:
         row_id = self.store.append(encoded.json, encoded.size)
         if row_id is None:
             return None
-        if row_id > self._last_id:
-            self._last_id = row_id
+        self._stored.add(row_id)
         log.debug("stored %s %s", message.type, encoded.message_id)
         if self.config.sync_mode:
-            self._worker_here().deliver_until(row_id, self.config.flush_timeout)
+            self._worker_here().deliver_until(
+                lambda: self.store.pending_in(((row_id, row_id),)), self.config.flush_timeout
+            )
         elif not self._closed:
             self._ensure_worker().notify_append()
         return encoded.message_id
@@ -359,14 +373,22 @@ class Client:
         if not self.config.send:
             return True
         limit = self.config.flush_timeout if timeout is None else timeout
-        mark = self._last_id
-        if mark == 0:
+        runs = self._stored.snapshot()
+        if not runs:
             return True
+
+        def pending() -> bool:
+            return bool(self.store.pending_in(runs))
+
         if self._closed:
-            return not self.store.pending_through(mark)
-        if self.config.sync_mode:
-            return self._worker_here().deliver_until(mark, limit)
-        return self._ensure_worker().flush_wait(mark, limit)
+            done = not pending()
+        elif self.config.sync_mode:
+            done = self._worker_here().deliver_until(pending, limit)
+        else:
+            done = self._ensure_worker().flush_wait(pending, limit)
+        if done:
+            self._stored.forget_through(runs[-1][1])
+        return done
 
     def join(self) -> None:
         """segment-analytics-python's ``join``: a bounded flush."""
@@ -378,17 +400,11 @@ class Client:
         Returns whether everything was delivered. Whatever is left stays on disk and is logged
         at info level. Calls made after shutdown are still stored durably, not sent.
         """
-        if not self.config.send or self._closed:
-            self._closed = True
-            _CLIENTS.discard(self)
-            return not (
-                self.config.send and self._last_id and self.store.pending_through(self._last_id)
-            )
         limit = self.config.flush_timeout if timeout is None else timeout
         started = time.monotonic()
-        delivered = (
-            self.flush(limit) if limit > 0 else not self.store.pending_through(self._last_id)
-        )
+        if limit <= 0:
+            self._closed = True  # nothing more is asked of the worker: flush only reads
+        delivered = self.flush(limit)
         self._closed = True
         _CLIENTS.discard(self)
         worker = self._worker
@@ -405,6 +421,19 @@ class Client:
         return delivered
 
     close = shutdown
+
+    def retire(self) -> None:
+        """Stop taking new batches without waiting: the batch on the wire is settled in the
+        background, and at exit (within ``exit_timeout`` plus one request deadline). Used when
+        a module-level setting changes, so that the assignment never waits for the network."""
+        self._closed = True
+        worker = self._worker
+        if worker is not None and self._pid == os.getpid():
+            worker.request_stop()
+        for other in list(_CLIENTS):  # retired earlier and now idle: nothing left to wait for
+            thread = other._worker._thread if other._worker is not None else None
+            if other is not self and other._closed and not (thread and thread.is_alive()):
+                other.shutdown(timeout=0)
 
     def stats(self) -> Any:
         """Counts read from the queue file: ready, leased, dead, dropped, bytes, oldest age."""
@@ -472,7 +501,10 @@ class Client:
         return worker
 
     def _forget_worker(self) -> None:
-        """In a forked child: the parent's thread does not exist here; start afresh."""
+        """In a forked child: the parent's thread and its stored messages are not this
+        process's; start afresh (a child that records nothing has nothing to wait for)."""
         self._lock = threading.Lock()
         self._worker = None
+        if self._stored is not None:
+            self._stored.clear()
         self._pid = os.getpid()

@@ -151,6 +151,9 @@ class Transport:
                 )
         except requests.exceptions.RequestException as exc:
             return self._failed(exc, watch.fired, len(body))
+        if watch.fired:  # cut mid-headers, http.client may still make up a "response"
+            response.close()
+            return self._failed(None, True, len(body))
         status = response.status_code
         text = _short(response.text) if status >= 300 else ""
         reason = f"HTTP {status}" + (f": {text}" if text else "")
@@ -159,7 +162,7 @@ class Transport:
         outcome = classify(status, reason, parse_retry_after(response.headers.get("Retry-After")))
         return Outcome(outcome.kind, status, reason, outcome.retry_after, len(body))
 
-    def _failed(self, exc: Exception, cut: bool, wire_bytes: int) -> Outcome:
+    def _failed(self, exc: Optional[Exception], cut: bool, wire_bytes: int) -> Outcome:
         """A request that got no usable answer: transient, whatever the cause."""
         if cut:
             reason = f"no complete answer within the {self.deadline:g}s request deadline"

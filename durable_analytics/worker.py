@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import tenacity
 
@@ -132,8 +132,7 @@ class Worker:
         abandoning it would leave a batch the server may have accepted to be sent again by
         the next taker. No new batch is started once stop is asked.
         """
-        self._stop.set()
-        self._wake.set()
+        self.request_stop()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
@@ -142,6 +141,11 @@ class Worker:
                 thread.join(self.transport.max_seconds() + LEASE_MARGIN)
             return not thread.is_alive()
         return True
+
+    def request_stop(self) -> None:
+        """Ask the thread to stop after the batch in flight, without waiting for it."""
+        self._stop.set()
+        self._wake.set()
 
     def notify_append(self) -> None:
         """Called after each local append: wake the thread once ``flush_at`` are waiting."""
@@ -352,14 +356,15 @@ class Worker:
     # ----------------------------------------------------------------------------------------
     # Waiting for delivery
 
-    def flush_wait(self, last_id: int, timeout: float) -> bool:
-        """With the thread running: make it send now, and wait until ``last_id`` is settled."""
+    def flush_wait(self, pending: Callable[[], bool], timeout: float) -> bool:
+        """With the thread running: make it send now, and wait until ``pending()`` is False
+        (the messages a flush waits for are settled)."""
         deadline = time.monotonic() + timeout
         self._flushers += 1
         self._wake.set()
         try:
             with self._progress:
-                while self.store.pending_through(last_id):
+                while pending():
                     remaining = deadline - time.monotonic()
                     if remaining <= 0 or self._hopeless(remaining):
                         return False
@@ -378,20 +383,26 @@ class Worker:
 
     def deliver_until(
         self,
-        last_id: int,
+        last_id: Union[int, Callable[[], bool]],
         timeout: float,
         *,
         sleep: Optional[Callable[[float], Any]] = None,
     ) -> bool:
-        """In the caller's thread: send until every message up to ``last_id`` is settled.
+        """In the caller's thread: send until every message up to ``last_id`` is settled (or
+        until ``last_id()`` is False, when it is a function).
 
         Backoff waits are real (through tenacity, interruptible by :meth:`stop`) but never
-        past ``timeout``. True when nothing up to ``last_id`` is waiting or in flight.
+        past ``timeout``. True when nothing waited for is waiting or in flight.
         """
         deadline = time.monotonic() + timeout
+        if isinstance(last_id, int):
+            through = last_id
+            pending: Callable[[], bool] = lambda: self.store.pending_through(through)  # noqa: E731
+        else:
+            pending = last_id
 
         def attempt() -> bool:
-            while self.store.pending_through(last_id):
+            while pending():
                 if self._stop.is_set():
                     return False
                 delay, reason = self.cycle(force=True)
@@ -419,7 +430,7 @@ class Worker:
         try:
             return bool(retrying(attempt))
         except _NotYet:
-            return not self.store.pending_through(last_id)
+            return not pending()
 
 
 def _parsed(rows: Sequence[Row]) -> List[Dict[str, Any]]:

@@ -17,6 +17,7 @@ import pytest
 from conftest import FAST_RETRY
 from trickle import TrickleServer
 
+import durable_analytics as analytics
 from durable_analytics import Client, ConfigError
 from durable_analytics.deadline import LEASE_MARGIN
 from durable_analytics.messages import Encoder, Track
@@ -44,6 +45,15 @@ def test_a_trickled_answer_is_cut_at_the_request_deadline() -> None:
     assert outcome.kind is Kind.TRANSIENT
     assert "deadline" in outcome.reason
     assert elapsed < 0.3 + 2.0  # each byte came within the read timeout: only a cut ends it
+
+
+def test_a_cut_in_the_middle_of_the_headers_is_no_answer() -> None:
+    """The status line came, the headers did not end: http.client would make up a response
+    from what it has, but a cut request never counts as accepted."""
+    with TrickleServer(byte_every=SLOW) as server:
+        transport = Transport("k", server.url, timeout=1.2)  # "HTTP/1.1 200 X" took 0.8 s
+        assert transport.send(['{"messageId":"m1"}']).kind is Kind.TRANSIENT
+        transport.close()
 
 
 def test_a_kept_alive_connection_is_cut_too_and_the_next_request_reconnects() -> None:
@@ -164,32 +174,79 @@ def test_shutdown_returns_within_its_bound_with_nothing_left_in_flight(
 EXIT_CHILD = """
 import sys, time
 from durable_analytics import Client, RetryPolicy
-client = Client("k", endpoint=sys.argv[1], queue_path=sys.argv[2], flush_at=1, timeout=0.3,
-                exit_timeout=0.2, retry_policy=RetryPolicy(initial=5, maximum=5))
-client.track("u1", "Bounded")
-while client.stats().leased == 0:
+clients = [
+    Client("k", endpoint=sys.argv[1], queue_path=f"{sys.argv[2]}.{index}", flush_at=1,
+           timeout=float(sys.argv[4]), exit_timeout=float(sys.argv[5]),
+           retry_policy=RetryPolicy(initial=float(sys.argv[6]), maximum=float(sys.argv[6])))
+    for index in range(int(sys.argv[3]))
+]
+for client in clients:
+    client.track("u1", "Bounded")
+while any(client.stats().leased == 0 for client in clients):
     time.sleep(0.01)
 print("on the wire", flush=True)
 """
 
 
-def test_exit_settles_the_batch_on_the_wire_within_its_bound(
-    tmp_path: Path, child_env: dict
-) -> None:
-    queue = tmp_path / "q.sqlite3"
+def _exit_with_batches_on_the_wire(
+    tmp_path: Path, env: dict, clients: int, timeout: float, exit_timeout: float, backoff: float
+) -> float:
+    """Seconds a child takes to exit once each of its clients has a batch on the wire."""
     with TrickleServer(byte_every=SLOW) as server:
         child = subprocess.Popen(
-            [sys.executable, "-c", EXIT_CHILD, server.url, str(queue)],
-            stdout=subprocess.PIPE,
-            text=True,
-            env=child_env,
-        )
+            [sys.executable, "-c", EXIT_CHILD, server.url, str(tmp_path / "q"), str(clients),
+             str(timeout), str(exit_timeout), str(backoff)],
+            stdout=subprocess.PIPE, text=True, env=env,
+        )  # fmt: skip
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "on the wire"
         started = time.monotonic()
-        child.wait(30)
-        elapsed = time.monotonic() - started
-    stats = MessageStore(queue).stats()
+        child.wait(60)
+        return time.monotonic() - started
+
+
+def test_exit_settles_the_batch_on_the_wire_within_its_bound(
+    tmp_path: Path, child_env: dict
+) -> None:
+    elapsed = _exit_with_batches_on_the_wire(tmp_path, child_env, 1, 0.3, 0.2, 5.0)
+    stats = MessageStore(tmp_path / "q.0").stats()
     assert (stats.ready, stats.leased) == (1, 0)  # released by the child, not left to expire
     assert "deadline" in (stats.last_error or "")
     assert elapsed < 0.2 + 0.3 + LEASE_MARGIN + 3.0
+
+
+def test_exit_bound_does_not_grow_with_the_number_of_clients(
+    tmp_path: Path, child_env: dict
+) -> None:
+    """Five clients retrying against a trickling server share one exit_timeout (one after
+    the other, they took five)."""
+    elapsed = _exit_with_batches_on_the_wire(tmp_path, child_env, 5, 0.3, 1.0, 0.05)
+    for index in range(5):
+        assert MessageStore(tmp_path / f"q.{index}").stats().leased == 0
+    assert elapsed < 1.0 + 0.3 + LEASE_MARGIN + 1.5
+
+
+def test_changing_a_setting_does_not_wait_for_the_request_in_flight(tmp_path: Path) -> None:
+    saved = {name: getattr(analytics, name) for name in analytics.SETTINGS}
+    try:
+        with TrickleServer(byte_every=SLOW) as server:
+            analytics.write_key = "k"
+            analytics.host = server.url
+            analytics.queue_path = str(tmp_path / "q.sqlite3")
+            analytics.timeout = 1.5
+            analytics.flush_at = 1
+            analytics.track("u1", "Bounded")
+            assert _until(lambda: server.seen)
+            old = analytics.default_client
+            assert old is not None
+            started = time.monotonic()
+            analytics.debug = False
+            assert time.monotonic() - started < 1.0  # the request in flight is not waited for
+            thread = old._worker._thread
+            assert _until(lambda: not thread.is_alive(), 1.5 + LEASE_MARGIN + 5)
+            stats = old.stats()
+            assert (stats.ready, stats.leased) == (1, 0)  # settled in the background
+    finally:
+        analytics.shutdown(timeout=0)
+        for name, value in saved.items():
+            setattr(analytics, name, value)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from .connection import Connection
 from .ranges import free_spans
@@ -54,6 +54,21 @@ class Reads(Connection):
             (last_id,),
         )
         return bool(rows)
+
+    def pending_in(self, runs: Sequence[Tuple[int, int]]) -> bool:
+        """Whether any message in these ``(low, high)`` id ranges is still waiting or in flight
+        (what ``flush`` waits for: the ids one client stored)."""
+        with self._snapshot() as conn:
+            return any(
+                conn.execute(
+                    "SELECT 1 FROM messages WHERE id BETWEEN ? AND ? LIMIT 1", run
+                ).fetchone()
+                for run in runs
+            )
+
+    def first_pending_id(self) -> Optional[int]:
+        """The lowest id still waiting or in flight: every id below it is settled."""
+        return self._read("SELECT MIN(id) FROM messages")[0][0]
 
     def last_id(self) -> int:
         return self._read("SELECT COALESCE(MAX(id), 0) FROM messages")[0][0]
