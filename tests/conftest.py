@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, List
 
 import pytest
+from cli_helpers import env, keyed  # noqa: F401  (the command's fixtures, for every module)
 
 from durable_analytics import Client, RetryPolicy
 from durable_analytics.testing import Collector
@@ -71,8 +72,8 @@ def run_python(code: str, *args: str) -> List[str]:
 
 @pytest.fixture
 def child_env(tmp_path: Path) -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = (
-        str(Path(__file__).resolve().parent.parent) + os.pathsep + env.get("PYTHONPATH", "")
+    environ = dict(os.environ)
+    environ["PYTHONPATH"] = (
+        str(Path(__file__).resolve().parent.parent) + os.pathsep + environ.get("PYTHONPATH", "")
     )
-    return env
+    return environ

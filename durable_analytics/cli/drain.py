@@ -186,13 +186,21 @@ def _show_progress(
 ) -> None:
     if not progress.due():
         return
-    elapsed = max(time.monotonic() - started, 1e-6)
-    line = f"drain: {sent:,} sent, {sent / elapsed:,.0f}/s, {store.pending_count(through):,} left"
+    elapsed = time.monotonic() - started
+    progress.show(progress_line(sent, elapsed, store.pending_count(through), reason, delay))
+
+
+def progress_line(delivered: int, elapsed: float, left: int, reason: str, delay: float) -> str:
+    """The status line: delivered so far, the rate, what is left and when it should be done
+    at this rate, or why nothing moves (a backoff, other takers' batches)."""
+    rate = delivered / elapsed if elapsed > 0 else 0.0
+    eta = age(left / rate) if rate > 0 and left else "-"
+    line = f"drain: {delivered:,} delivered, {rate:,.0f}/s, {left:,} left, ETA {eta}"
     if reason == "backoff":
         line += f", retrying in {age(delay)}"
     elif reason == "idle":
         line += ", waiting for other takers' batches"
-    progress.show(line)
+    return line
 
 
 def _batches(sizes: Sequence[int]) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -63,10 +64,18 @@ class Progress:
         if not self.due():
             return
         self._last = time.monotonic()
+        line = line[: self._columns() - 1]  # a wrapped line could not be rewritten in place
         with self._lock:
             self.stream.write("\r" + line.ljust(self._width))
             self.stream.flush()
             self._width = len(line)
+
+    def _columns(self) -> int:
+        try:
+            columns = os.get_terminal_size(self.stream.fileno()).columns
+        except (AttributeError, OSError, ValueError):
+            return 1 << 16
+        return columns if columns > 1 else 1 << 16
 
     def clear(self) -> None:
         with self._lock:

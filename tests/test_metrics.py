@@ -1,0 +1,257 @@
+"""Prometheus metrics: the one mapping from stats() to metric families, checked as a table and
+read back by prometheus_client's own text parser, both from ``durable-analytics stats
+--format prometheus`` (a real subprocess on a real queue file) and from the in-process
+:class:`QueueMetrics` collector registered with a real prometheus_client registry."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import pytest
+from cli_helpers import cli, fill, kill_into_dead_letters
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from durable_analytics import Client
+from durable_analytics.metrics import QueueMetrics, metric_families, render
+from durable_analytics.store import MessageStore
+from durable_analytics.testing import Collector, Response
+
+EVERY_FIGURE = {
+    "durable_analytics_ready_messages": "gauge",
+    "durable_analytics_leased_messages": "gauge",
+    "durable_analytics_dead_letters": "gauge",
+    "durable_analytics_dropped": "counter",
+    "durable_analytics_delivered": "counter",
+    "durable_analytics_queued_bytes": "gauge",
+    "durable_analytics_file_bytes": "gauge",
+    "durable_analytics_oldest_message_age_seconds": "gauge",
+    "durable_analytics_next_retry_timestamp_seconds": "gauge",
+}
+
+
+@dataclass
+class FakeStats:
+    """Stand-in for a future Stats with more figures (the mapping reads as_dict() only)."""
+
+    values: Dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> Dict[str, Any]:
+        return dict(self.values)
+
+
+def base(path: str = "/q.sqlite3", **extra: Any) -> FakeStats:
+    values = {
+        "path": path, "ready": 3, "leased": 1, "dead": 2, "dropped": 4, "delivered": 10,
+        "queued_bytes": 500, "bytes": 8192, "oldest_age_seconds": 12.5,
+        "last_error": "HTTP 400: bad", "retry_at": None,
+    }  # fmt: skip
+    values.update(extra)
+    return FakeStats(values)
+
+
+def parsed(text: str) -> Dict[str, Any]:
+    """name -> (type, help, {queue label: value}) as prometheus_client reads the text."""
+    result = {}
+    for family in text_string_to_metric_families(text):
+        values = {}
+        for sample in family.samples:
+            assert sample.name in (family.name, family.name + "_total"), sample.name
+            values[tuple(sorted(sample.labels.items()))] = sample.value
+        result[family.name] = (family.type, family.documentation, values)
+    return result
+
+
+def test_every_figure_maps_to_one_family_with_a_queue_label() -> None:
+    families = parsed(render(metric_families([base()])))
+    assert {name: kind for name, (kind, _, _) in families.items()} == EVERY_FIGURE
+    q = (("queue", "/q.sqlite3"),)
+    assert {name: values for name, (_, _, values) in families.items()} == {
+        "durable_analytics_ready_messages": {q: 3},
+        "durable_analytics_leased_messages": {q: 1},
+        "durable_analytics_dead_letters": {q: 2},
+        "durable_analytics_dropped": {q: 4},
+        "durable_analytics_delivered": {q: 10},
+        "durable_analytics_queued_bytes": {q: 500},
+        "durable_analytics_file_bytes": {q: 8192},
+        "durable_analytics_oldest_message_age_seconds": {q: 12.5},
+        "durable_analytics_next_retry_timestamp_seconds": {q: 0},  # None: nothing to wait for
+    }
+    assert all(help_text for _, help_text, _ in families.values())
+
+
+@pytest.mark.parametrize(
+    "extra, name, kind, labels, value",
+    [
+        ({"filtered": 7}, "durable_analytics_filtered", "counter", {}, 7),
+        ({"breaker": "open"}, "durable_analytics_breaker_state", "gauge", {"state": "open"}, 1),
+        (
+            {"breaker_state": "half-open"},
+            "durable_analytics_breaker_state",
+            "gauge",
+            {"state": "half-open"},
+            1,
+        ),
+        ({"breaker_open": True}, "durable_analytics_breaker_open", "gauge", {}, 1),
+        ({"failed": 3}, "durable_analytics_failed", "gauge", {}, 3),  # unknown: still exported
+        ({"oldest_age_seconds": None}, "durable_analytics_oldest_message_age_seconds", "gauge",
+         {}, 0),
+    ],
+)  # fmt: skip
+def test_figures_added_to_stats_are_exported_too(
+    extra: Dict[str, Any], name: str, kind: str, labels: Dict[str, str], value: float
+) -> None:
+    families = parsed(render(metric_families([base(**extra)])))
+    got_kind, _, values = families[name]
+    assert got_kind == kind
+    assert values == {tuple(sorted({"queue": "/q.sqlite3", **labels}.items())): value}
+
+
+def test_texts_are_not_labels_and_odd_paths_are_escaped() -> None:
+    path = 'C:\\data\\"odd"\nname.sqlite3'
+    text = render(metric_families([base(path, last_error="x" * 500, mode="fast")]))
+    assert "HTTP 400" not in text and "xxx" not in text and "fast" not in text
+    families = parsed(text)
+    assert families["durable_analytics_ready_messages"][2] == {(("queue", path),): 3}
+
+
+def test_several_queues_share_each_family() -> None:
+    families = metric_families([base("/a"), base("/b", ready=9)])
+    ready = next(f for f in families if f.name == "durable_analytics_ready_messages")
+    assert ready.samples == (((("queue", "/a"),), 3.0), ((("queue", "/b"),), 9.0))
+    assert [f.name for f in families] == [f.name for f in metric_families([base("/a")])]
+
+
+@pytest.mark.parametrize(
+    "value, text", [(3.0, "3"), (12.5, "12.5"), (float("nan"), "NaN"), (math.inf, "+Inf")]
+)
+def test_values_are_written_the_way_prometheus_reads_them(value: float, text: str) -> None:
+    line = render(metric_families([base(ready=value)])).splitlines()[2]
+    assert line == f'durable_analytics_ready_messages{{queue="/q.sqlite3"}} {text}'
+
+
+def test_stats_format_prometheus_exact_output(env: Dict[str, str], queue_file: Path) -> None:
+    fill(queue_file, 0)
+    result = cli("stats", "--queue", str(queue_file), "--format", "prometheus", env=env)
+    assert (result.returncode, result.stderr) == (0, "")
+    store = MessageStore.open(queue_file)
+    try:
+        file_bytes = store.stats().file_bytes
+    finally:
+        store.close()
+    q = f'{{queue="{queue_file}"}}'
+    assert result.stdout == (
+        "# HELP durable_analytics_ready_messages Messages stored and waiting to be sent.\n"
+        "# TYPE durable_analytics_ready_messages gauge\n"
+        f"durable_analytics_ready_messages{q} 0\n"
+        "# HELP durable_analytics_leased_messages Messages a sender has taken and not yet "
+        "settled.\n"
+        "# TYPE durable_analytics_leased_messages gauge\n"
+        f"durable_analytics_leased_messages{q} 0\n"
+        "# HELP durable_analytics_dead_letters Messages the server rejected for good, kept as "
+        "dead letters.\n"
+        "# TYPE durable_analytics_dead_letters gauge\n"
+        f"durable_analytics_dead_letters{q} 0\n"
+        "# HELP durable_analytics_dropped_total Messages dropped because the queue was full, "
+        "all time.\n"
+        "# TYPE durable_analytics_dropped_total counter\n"
+        f"durable_analytics_dropped_total{q} 0\n"
+        + (
+            "# HELP durable_analytics_filtered_total Messages a before_send hook chose not to "
+            "record, all time.\n"
+            "# TYPE durable_analytics_filtered_total counter\n"
+            f"durable_analytics_filtered_total{q} 0\n"
+            if "filtered" in stats_keys(queue_file)
+            else ""
+        )
+        + "# HELP durable_analytics_delivered_total Messages the server accepted, all time.\n"
+        "# TYPE durable_analytics_delivered_total counter\n"
+        f"durable_analytics_delivered_total{q} 0\n"
+        "# HELP durable_analytics_queued_bytes JSON bytes of the messages in the file (ready, "
+        "leased, dead).\n"
+        "# TYPE durable_analytics_queued_bytes gauge\n"
+        f"durable_analytics_queued_bytes{q} 0\n"
+        "# HELP durable_analytics_file_bytes Bytes the queue file takes on disk.\n"
+        "# TYPE durable_analytics_file_bytes gauge\n"
+        f"durable_analytics_file_bytes{q} {file_bytes}\n"
+        "# HELP durable_analytics_oldest_message_age_seconds Age of the oldest message "
+        "waiting; 0 when none is.\n"
+        "# TYPE durable_analytics_oldest_message_age_seconds gauge\n"
+        f"durable_analytics_oldest_message_age_seconds{q} 0\n"
+        "# HELP durable_analytics_next_retry_timestamp_seconds When senders may try again "
+        "after a failure (Unix time); 0 when they need not wait.\n"
+        "# TYPE durable_analytics_next_retry_timestamp_seconds gauge\n"
+        f"durable_analytics_next_retry_timestamp_seconds{q} 0\n"
+    )
+    assert parsed(result.stdout)  # and prometheus_client reads it
+
+
+def stats_keys(path: Path) -> List[str]:
+    store = MessageStore.open(path)
+    try:
+        return list(store.stats().as_dict())
+    finally:
+        store.close()
+
+
+def test_stats_format_prometheus_of_a_busy_queue(keyed: Dict[str, str], queue_file: Path) -> None:
+    fill(queue_file, 5)
+    kill_into_dead_letters(queue_file, 2)
+    result = cli("stats", "--format", "prometheus", env=keyed)
+    assert result.returncode == 0, result.stderr
+    families = parsed(result.stdout)
+    q = (("queue", str(queue_file)),)
+    assert families["durable_analytics_ready_messages"][2] == {q: 3}
+    assert families["durable_analytics_dead_letters"][2] == {q: 2}
+    assert families["durable_analytics_oldest_message_age_seconds"][2][q] >= 0
+    same = json.loads(cli("stats", "--json", env=keyed).stdout)
+    assert same.keys() == json.loads(cli("stats", "--format", "json", env=keyed).stdout).keys()
+    watched = cli("stats", "--format", "prometheus", "--watch", env=keyed)
+    assert watched.returncode == 2 and "for Prometheus, run stats from a timer" in watched.stderr
+
+
+def test_queue_metrics_in_a_running_process(
+    collector: Collector, make_client: Callable[..., Client], queue_file: Path
+) -> None:
+    client = make_client()
+    collector.respond_with(Response(400))
+    client.track(user_id="u1", event="Rejected")
+    assert client.flush(10)
+    client.track(user_id="u1", event="Delivered")
+    assert client.flush(10)
+    registry = CollectorRegistry()
+    registry.register(QueueMetrics(client))
+    families = parsed(generate_latest(registry).decode())
+    q = (("queue", str(queue_file)),)
+    assert families["durable_analytics_dead_letters"][2] == {q: 1}
+    assert families["durable_analytics_delivered"][2] == {q: 1}
+    assert families["durable_analytics_ready_messages"][2] == {q: 0}
+    assert families["durable_analytics_delivered"][0] == "counter"
+    assert set(EVERY_FIGURE) <= set(families)
+    # The same figures as the command prints for the same file.
+    text = render(metric_families([client.stats()]))
+    assert {
+        n: v for n, (_, _, v) in parsed(text).items() if "age" not in n and "retry" not in n
+    } == {n: v for n, (_, _, v) in families.items() if "age" not in n and "retry" not in n}
+    client.track(user_id="u1", event="Waiting")  # read at scrape time, not at register time
+    later = parsed(generate_latest(registry).decode())
+    assert later["durable_analytics_ready_messages"][2][q] in (0, 1)
+    with pytest.raises(TypeError):
+        QueueMetrics()
+
+
+def test_queue_metrics_uses_only_what_stats_returns() -> None:
+    class Source:
+        def stats(self) -> Optional[FakeStats]:
+            return base("/x", breaker="closed")
+
+    registry = CollectorRegistry()
+    registry.register(QueueMetrics(Source(), Source()))
+    families = parsed(generate_latest(registry).decode())
+    assert families["durable_analytics_breaker_state"][2] == {
+        (("queue", "/x"), ("state", "closed")): 1
+    }
