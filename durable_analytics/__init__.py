@@ -30,6 +30,7 @@ from .errors import (
     ValidationError,
 )
 from .messages import Alias, Group, Identify, Message, Page, Screen, Track
+from .result import CallResult
 from .retry import RetryPolicy
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "DEFAULT_ENDPOINT",
     "RetryPolicy",
     "Config",
+    "CallResult",
     "Message",
     "Identify",
     "Track",
@@ -124,37 +126,37 @@ def _retire_default_client() -> None:
         old.retire()
 
 
-def identify(*args: Any, **kwargs: Any) -> Optional[str]:
+def identify(*args: Any, **kwargs: Any) -> CallResult:
     """``Client.identify`` on the default client."""
     return _client().identify(*args, **kwargs)
 
 
-def track(*args: Any, **kwargs: Any) -> Optional[str]:
+def track(*args: Any, **kwargs: Any) -> CallResult:
     """``Client.track`` on the default client."""
     return _client().track(*args, **kwargs)
 
 
-def page(*args: Any, **kwargs: Any) -> Optional[str]:
+def page(*args: Any, **kwargs: Any) -> CallResult:
     """``Client.page`` on the default client."""
     return _client().page(*args, **kwargs)
 
 
-def screen(*args: Any, **kwargs: Any) -> Optional[str]:
+def screen(*args: Any, **kwargs: Any) -> CallResult:
     """``Client.screen`` on the default client."""
     return _client().screen(*args, **kwargs)
 
 
-def group(*args: Any, **kwargs: Any) -> Optional[str]:
+def group(*args: Any, **kwargs: Any) -> CallResult:
     """``Client.group`` on the default client."""
     return _client().group(*args, **kwargs)
 
 
-def alias(*args: Any, **kwargs: Any) -> Optional[str]:
+def alias(*args: Any, **kwargs: Any) -> CallResult:
     """``Client.alias`` on the default client."""
     return _client().alias(*args, **kwargs)
 
 
-def enqueue(message: Message) -> Optional[str]:
+def enqueue(message: Message) -> CallResult:
     """``Client.enqueue`` on the default client."""
     return _client().enqueue(message)
 

@@ -30,6 +30,7 @@ from .messages import (
     Timestamp,
     Track,
 )
+from .result import CallResult, returned_message
 from .stored_ids import StoredIds
 
 __all__ = ["Client", "DEFAULT_ENDPOINT", "MAX_REQUEST_BYTES", "configure_logging"]
@@ -197,8 +198,8 @@ class Client:
         anonymous_id: Optional[Id] = None,
         integrations: Properties = None,
         message_id: Optional[Id] = None,
-    ) -> Optional[str]:
-        """Tie a user to their traits. Returns the stored message's ``messageId``."""
+    ) -> CallResult:
+        """Tie a user to their traits. Returns ``(success, message)``."""
         return self.enqueue(
             Identify(
                 user_id=user_id,
@@ -221,8 +222,8 @@ class Client:
         anonymous_id: Optional[Id] = None,
         integrations: Properties = None,
         message_id: Optional[Id] = None,
-    ) -> Optional[str]:
-        """Record an action a user performed. Returns the stored message's ``messageId``."""
+    ) -> CallResult:
+        """Record an action a user performed. Returns ``(success, message)``."""
         return self.enqueue(
             Track(
                 user_id=user_id,
@@ -247,8 +248,8 @@ class Client:
         anonymous_id: Optional[Id] = None,
         integrations: Properties = None,
         message_id: Optional[Id] = None,
-    ) -> Optional[str]:
-        """Record a page view. Returns the stored message's ``messageId``."""
+    ) -> CallResult:
+        """Record a page view. Returns ``(success, message)``."""
         return self.enqueue(
             Page(
                 user_id=user_id,
@@ -274,8 +275,8 @@ class Client:
         anonymous_id: Optional[Id] = None,
         integrations: Properties = None,
         message_id: Optional[Id] = None,
-    ) -> Optional[str]:
-        """Record a mobile screen view. Returns the stored message's ``messageId``."""
+    ) -> CallResult:
+        """Record a mobile screen view. Returns ``(success, message)``."""
         return self.enqueue(
             Screen(
                 user_id=user_id,
@@ -300,8 +301,8 @@ class Client:
         anonymous_id: Optional[Id] = None,
         integrations: Properties = None,
         message_id: Optional[Id] = None,
-    ) -> Optional[str]:
-        """Associate a user with a group. Returns the stored message's ``messageId``."""
+    ) -> CallResult:
+        """Associate a user with a group. Returns ``(success, message)``."""
         return self.enqueue(
             Group(
                 user_id=user_id,
@@ -323,8 +324,8 @@ class Client:
         timestamp: Optional[Timestamp] = None,
         integrations: Properties = None,
         message_id: Optional[Id] = None,
-    ) -> Optional[str]:
-        """Link ``previous_id`` to ``user_id``. Returns the stored message's ``messageId``."""
+    ) -> CallResult:
+        """Link ``previous_id`` to ``user_id``. Returns ``(success, message)``."""
         return self.enqueue(
             Alias(
                 user_id=user_id,
@@ -336,20 +337,21 @@ class Client:
             )
         )
 
-    def enqueue(self, message: Message) -> Optional[str]:
+    def enqueue(self, message: Message) -> CallResult:
         """Validate a typed message and commit it to the queue file before returning.
 
-        Returns its ``messageId``; ``None`` only when the queue is full and the overflow
-        policy is ``"drop_newest"``. Raises :class:`ValidationError` (nothing stored) for bad
-        input and :class:`QueueError` when the file cannot take the message.
+        Returns ``(success, message)`` as segment does, with ``.message_id``: ``success`` is
+        False only when the queue is full and the overflow policy (``"drop_newest"``, the
+        default) refused the message. Raises :class:`ValidationError` (nothing stored) for
+        bad input and :class:`QueueError` when the file cannot take the message.
         """
         encoded = self._encoder.encode(message)
         if not self.config.send:
             log.debug("send=False: validated and discarded %s", encoded.message_id)
-            return encoded.message_id
+            return CallResult(True, returned_message(encoded.wire))
         row_id = self.store.append(encoded.json, encoded.size)
         if row_id is None:
-            return None
+            return CallResult(False, returned_message(encoded.wire))
         self._stored.add(row_id)
         log.debug("stored %s %s", message.type, encoded.message_id)
         if self.config.sync_mode:
@@ -358,7 +360,7 @@ class Client:
             )
         elif not self._closed:
             self._ensure_worker().notify_append()
-        return encoded.message_id
+        return CallResult(True, returned_message(encoded.wire))
 
     # ----------------------------------------------------------------------------------------
     # Delivery control

@@ -113,11 +113,13 @@ class Alias(Message):
 
 
 class Encoded(NamedTuple):
-    """A validated message, ready to store: its id and its exact wire JSON."""
+    """A validated message, ready to store: its id, its exact wire JSON, and the dict that
+    JSON was made from."""
 
     message_id: str
     json: str
     size: int
+    wire: Dict[str, Any]
 
 
 # --------------------------------------------------------------------------------------------
@@ -534,4 +536,4 @@ class Encoder:
                 size=size,
                 limit=self.max_message_bytes,
             )
-        return Encoded(wire["messageId"], text, size)
+        return Encoded(wire["messageId"], text, size, wire)

@@ -573,7 +573,9 @@ def outage_campaign(
     def record(phase: str) -> None:
         for n in range(events_per_phase):
             recorded.append(
-                client.track(f"user-{rng.randrange(100)}", "Outage Event", {"phase": phase, "n": n})
+                client.track(
+                    f"user-{rng.randrange(100)}", "Outage Event", {"phase": phase, "n": n}
+                ).message_id
             )
             time.sleep(rng.uniform(0, 0.004))
 
@@ -783,7 +785,9 @@ def concurrency_campaign(
     try:
         for n in range(local_events):
             recorded.add(
-                client.track(f"local-{n % 5}", "Local Event", {"n": n}, message_id=f"local-{n}")
+                client.track(
+                    f"local-{n % 5}", "Local Event", {"n": n}, message_id=f"local-{n}"
+                ).message_id
             )
             time.sleep(rng.uniform(0, pause * 2))
         codes = []
@@ -1054,9 +1058,11 @@ def fuzz_client(client: Client, *, examples: int, seed: int) -> FuzzReport:
             name = type(exc).__name__
             report.rejected[name] = report.rejected.get(name, 0) + 1
             return
-        assert isinstance(result, str) and result, result
+        success, message = result
+        assert success is True and result.message_id == message["messageId"], result
+        assert isinstance(result.message_id, str) and result.message_id, result
         report.stored += 1
-        report.ids.append(result)
+        report.ids.append(result.message_id)
 
     check()
     return report
@@ -1089,7 +1095,7 @@ def _produce(args: argparse.Namespace) -> int:
             "Reliability Event",
             {"n": n, "run": args.prefix},
             message_id=f"{args.prefix}-{n}",
-        )
+        ).message_id
         out.write(message_id + "\n")
         out.flush()
         if args.pause:
@@ -1132,7 +1138,9 @@ def _drain_loop(args: argparse.Namespace) -> int:
 def _record_into(client: Client, prefix: str, count: int, ids_file: Path) -> None:
     with open(ids_file, "a", encoding="utf-8", buffering=1) as out:
         for n in range(count):
-            out.write(client.track(f"{prefix}-user", "Fork Event", message_id=f"{prefix}-{n}"))
+            out.write(
+                client.track(f"{prefix}-user", "Fork Event", message_id=f"{prefix}-{n}").message_id
+            )
             out.write("\n")
 
 
@@ -1169,7 +1177,9 @@ def _fork_parent(args: argparse.Namespace) -> int:
         n = 0
         with open(args.dir / "background.ids", "a", encoding="utf-8", buffering=1) as out:
             while not stop.is_set():
-                out.write(client.track("bg-user", "Background", message_id=f"bg-{n}") + "\n")
+                out.write(
+                    client.track("bg-user", "Background", message_id=f"bg-{n}").message_id + "\n"
+                )
                 n += 1
                 time.sleep(0.001)
 
@@ -1248,7 +1258,7 @@ def _try_record(args: argparse.Namespace) -> int:
             flush_interval=3600.0,
             exit_timeout=0.0,
         )
-        outcome["stored"] = client.track("ro-user", "Read Only", message_id="ro-event")
+        outcome["stored"] = client.track("ro-user", "Read Only", message_id="ro-event").message_id
     except Exception as exc:  # reported to the test, which asserts the type and message
         outcome["error"] = type(exc).__name__
         outcome["mro"] = [cls.__name__ for cls in type(exc).__mro__]

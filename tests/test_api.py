@@ -192,8 +192,8 @@ def test_every_call_positional_and_keyword(
 ) -> None:
     client = make_client(flush_interval=60)
     args, fields = CALLS[name]
-    positional = getattr(client, name)(*args, f"{name}-pos")
-    keyword = getattr(client, name)(**dict(zip(PARAMS[name], (*args, f"{name}-kw"))))
+    positional = getattr(client, name)(*args, f"{name}-pos").message_id
+    keyword = getattr(client, name)(**dict(zip(PARAMS[name], (*args, f"{name}-kw")))).message_id
     assert (positional, keyword) == (f"{name}-pos", f"{name}-kw")
     assert client.flush() is True
     got = received(collector)
@@ -208,7 +208,7 @@ def test_typed_messages_with_enqueue(
     client = make_client(flush_interval=60)
     args, fields = CALLS[name]
     options = dict(zip(PARAMS[name], (*args, f"{name}-typed")))
-    assert client.enqueue(TYPED[name](**options)) == f"{name}-typed"
+    assert client.enqueue(TYPED[name](**options)).message_id == f"{name}-typed"
     assert client.flush() is True
     assert received(collector)[f"{name}-typed"] == {
         **fields,
@@ -220,12 +220,12 @@ def test_typed_messages_with_enqueue(
 def test_calls_fill_ids_and_time(make_client: MakeClient, collector: Collector) -> None:
     client = make_client()
     returned = [
-        client.identify(42, {"a": 1}),
-        client.track(anonymous_id=7, event="Clicked"),
-        client.page(user_id="u"),
-        client.screen(anonymous_id="a", name="Home"),
-        client.group(5, 6),
-        client.alias(1, 2),
+        client.identify(42, {"a": 1}).message_id,
+        client.track(anonymous_id=7, event="Clicked").message_id,
+        client.page(user_id="u").message_id,
+        client.screen(anonymous_id="a", name="Home").message_id,
+        client.group(5, 6).message_id,
+        client.alias(1, 2).message_id,
     ]
     assert client.flush() is True
     got = received(collector)
@@ -338,7 +338,7 @@ def test_rejected_calls_store_nothing(
 
 def test_size_boundary_through_the_client(make_client: MakeClient, collector: Collector) -> None:
     client = make_client()
-    assert client.enqueue(padded(32_000)) == "m"
+    assert client.enqueue(padded(32_000)).message_id == "m"
     with pytest.raises(MessageTooLarge) as info:
         client.enqueue(padded(32_001))
     assert (info.value.size, info.value.limit) == (32_001, 32_000)
@@ -350,7 +350,7 @@ def test_size_boundary_through_the_client(make_client: MakeClient, collector: Co
 
 def test_max_message_bytes_option(make_client: MakeClient) -> None:
     client = make_client(max_message_bytes=300)
-    assert client.enqueue(padded(300)) == "m"
+    assert client.enqueue(padded(300)).message_id == "m"
     with pytest.raises(MessageTooLarge, match="over the 300-byte limit"):
         client.enqueue(padded(301))
     assert client.stats().ready + client.stats().delivered == 1
@@ -393,10 +393,11 @@ def test_seed_integrations_selection_reaches_the_collector(
     assert json.dumps(context) == snapshot
 
 
-def test_drop_newest_returns_none_when_full(make_client: MakeClient) -> None:
+def test_drop_newest_returns_false_when_full(make_client: MakeClient) -> None:
     client = make_client(flush_interval=60, max_queue_size=1, overflow="drop_newest")
-    assert client.track("u", "first", message_id="m1") == "m1"
-    assert client.track("u", "second", message_id="m2") is None
+    assert client.track("u", "first", message_id="m1").success is True
+    success, message = client.track("u", "second", message_id="m2")
+    assert success is False and message["messageId"] == "m2"
     stats = client.stats()
     assert (stats.ready, stats.dropped) == (1, 1)
 
@@ -407,7 +408,7 @@ def test_drop_newest_returns_none_when_full(make_client: MakeClient) -> None:
 
 def test_flush_at_one_sends_every_message(make_client: MakeClient, collector: Collector) -> None:
     client = make_client(flush_at=1, flush_interval=60)
-    message_id = client.track("u", "e")
+    message_id = client.track("u", "e").message_id
     assert collector.wait_for(1, timeout=10)
     assert collector.message_ids == {message_id}
 
@@ -415,25 +416,25 @@ def test_flush_at_one_sends_every_message(make_client: MakeClient, collector: Co
 def test_default_flush_at_is_twenty(make_client: MakeClient, collector: Collector) -> None:
     client = make_client(flush_at=None, flush_interval=60)
     assert client.flush_at == 20
-    ids = [client.track("u", "e") for _ in range(20)]
+    ids = [client.track("u", "e").message_id for _ in range(20)]
     assert collector.wait_for(20, timeout=10)
     assert [m["messageId"] for m in collector.batches[0]] == ids
 
 
 def test_sync_mode_delivers_before_returning(make_client: MakeClient, collector: Collector) -> None:
     client = make_client(sync_mode=True, flush_interval=60)
-    message_id = client.track("u", "e")
+    message_id = client.track("u", "e").message_id
     assert collector.message_ids == {message_id}
     assert client.stats().ready == 0
 
 
 def test_join_and_context_manager_deliver(make_client: MakeClient, collector: Collector) -> None:
     client = make_client(flush_interval=60)
-    first = client.track("u", "e")
+    first = client.track("u", "e").message_id
     assert client.join() is None
     assert collector.message_ids == {first}
     with client:
-        second = client.track("u", "e")
+        second = client.track("u", "e").message_id
     assert collector.message_ids == {first, second}
 
 
@@ -443,7 +444,7 @@ def test_after_shutdown_calls_are_stored_not_sent(
     client = make_client(flush_interval=60)
     client.track("u", "before")
     assert client.shutdown() is True
-    late = client.track("u", "after")
+    late = client.track("u", "after").message_id
     assert uuid.UUID(late).version == 4
     assert client.stats().ready == 1
     assert client.flush(timeout=0.1) is False
@@ -533,7 +534,7 @@ def test_segment_options_are_accepted(queue_file: Path, collector: Collector) ->
             100,
         )
         assert (client.gzip, client.max_retries, client.timeout) == (False, 3, (2, 7))
-        message_id = client.track("u", "e")
+        message_id = client.track("u", "e").message_id
         assert client.flush() is True
         assert collector.message_ids == {message_id}
         assert errors == []
@@ -626,7 +627,7 @@ def test_unknown_options_are_type_errors() -> None:
 
 def test_send_false_validates_and_discards(tmp_path: Path, queue_file: Path) -> None:
     client = Client("k", send=False, queue_path=queue_file)
-    message_id = client.track("u", "e", {"a": 1})
+    message_id = client.track("u", "e", {"a": 1}).message_id
     assert uuid.UUID(message_id).version == 4
     with pytest.raises(ValidationError, match="event is required"):
         client.track("u")
@@ -660,7 +661,7 @@ def test_debug_option_turns_on_debug_logging(
     with caplog.at_level(logging.DEBUG):
         client = Client("k", send=False, debug=True)
         assert package_logger.level == logging.DEBUG
-        message_id = client.track("u", "e")
+        message_id = client.track("u", "e").message_id
     assert f"send=False: validated and discarded {message_id}" in caplog.text
 
 

@@ -25,7 +25,10 @@ SLOW_RETRY = RetryPolicy(initial=30.0, maximum=60.0, jitter=False)
 
 
 def track_many(client: Any, count: int, prefix: str = "e", **extra: Any) -> List[str]:
-    return [client.track(f"user-{i}", f"{prefix}{i}", {"i": i, **extra}) for i in range(count)]
+    return [
+        client.track(f"user-{i}", f"{prefix}{i}", {"i": i, **extra}).message_id
+        for i in range(count)
+    ]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -113,7 +116,7 @@ def test_flush_interval_sends_a_partial_batch(make_client, collector: Collector)
 
 def test_flush_at_1_sends_every_message(make_client, collector: Collector) -> None:
     client = make_client(flush_at=1, flush_interval=60.0)
-    message_id = client.track("u", "Dev Event")
+    message_id = client.track("u", "Dev Event").message_id
     assert collector.wait_for(1, timeout=10)
     assert collector.message_ids == {message_id}
 
@@ -242,7 +245,10 @@ def test_poisoned_batch_is_bisected_and_only_the_poison_dead_lettered(
     collector.reject_marker = "POISON"
     client = make_client(flush_at=100, on_error=lambda e, batch: errors.append((e, batch)))
     good = track_many(client, 10)
-    bad = [client.track("u", "POISON-1"), client.track("u", "ok", {"note": "POISON"})]
+    bad = [
+        client.track("u", "POISON-1").message_id,
+        client.track("u", "ok", {"note": "POISON"}).message_id,
+    ]
     good += track_many(client, 5, prefix="late")
     assert client.flush()
 
@@ -263,7 +269,7 @@ def test_413_splits_and_dead_letters_a_message_too_big_for_the_server(
     collector.max_body_bytes = 4_000
     client = make_client(flush_at=100)
     small = track_many(client, 12)
-    huge = client.track("u", "huge", {"blob": "y" * 5_000})
+    huge = client.track("u", "huge", {"blob": "y" * 5_000}).message_id
     assert client.flush()
     assert collector.message_ids == set(small)
     assert max(r.body_bytes for r in collector.requests if r.status == 200) <= 4_000
@@ -347,7 +353,7 @@ def test_on_error_reports_a_batch_still_failing_after_max_retries(
     collector.respond_with(503, 503, 503)
     errors: List[Tuple[Exception, List[Dict[str, Any]]]] = []
     client = make_client(max_retries=2, on_error=lambda e, b: errors.append((e, b)))
-    message_id = client.track("u", "e")
+    message_id = client.track("u", "e").message_id
     assert client.flush()
     assert len(errors) == 1
     error, batch = errors[0]
@@ -469,7 +475,7 @@ def test_flush_default_timeout_is_flush_timeout(make_client, collector: Collecto
 
 def test_send_false_validates_and_discards(make_client, collector: Collector, queue_file) -> None:
     client = make_client(send=False)
-    assert isinstance(client.track("u", "e"), str)
+    assert isinstance(client.track("u", "e").message_id, str)
     assert client.flush() is True
     assert client.store is None and not queue_file.exists()
     assert collector.requests == []
@@ -478,7 +484,7 @@ def test_send_false_validates_and_discards(make_client, collector: Collector, qu
 def test_sync_mode_delivers_before_the_call_returns(make_client, collector: Collector) -> None:
     collector.respond_with(503)
     client = make_client(sync_mode=True)
-    message_id = client.track("u", "e")
+    message_id = client.track("u", "e").message_id
     assert collector.message_ids == {message_id}
     assert [r.status for r in collector.requests] == [503, 200]
     assert client._worker._thread is None  # no background thread in sync mode
@@ -532,10 +538,10 @@ def test_a_row_that_is_not_json_is_dead_lettered_and_the_rest_delivered(
     make_client, collector: Collector, queue_file
 ) -> None:
     client = make_client(flush_at=100)
-    before = client.track("u", "before")
+    before = client.track("u", "before").message_id
     with sqlite3.connect(queue_file) as raw:
         raw.execute("INSERT INTO messages (data, size, created) VALUES ('{broken', 7, 0)")
-    after = client.track("u", "after")
+    after = client.track("u", "after").message_id
     assert client.flush()
     assert collector.message_ids == {before, after}
     (dead,) = client.store.dead_letters()
@@ -583,7 +589,7 @@ def proxy(collector: Collector) -> Iterator[str]:
 
 def test_proxies_are_really_used(make_client, collector: Collector, proxy: str) -> None:
     client = make_client(endpoint="http://analytics.example.invalid", proxies={"http": proxy})
-    message_id = client.track("u", "via proxy")
+    message_id = client.track("u", "via proxy").message_id
     assert client.flush()
     assert _ForwardingProxy.seen == ["http://analytics.example.invalid/v1/batch"]
     assert collector.message_ids == {message_id}
@@ -593,7 +599,7 @@ def test_client_created_before_fork_works_in_every_child(make_client, collector:
     import os
 
     client = make_client(flush_at=5)
-    parent_id = client.track("parent", "before fork")
+    parent_id = client.track("parent", "before fork").message_id
     assert client.flush()
     children = []
     for n in range(3):
@@ -623,7 +629,7 @@ def test_client_created_before_fork_works_in_every_child(make_client, collector:
     # that batch is taken back at once and sent again: a redelivery of the same messageIds.
     assert len(collector.messages) - len(collector.message_ids) == collector.duplicates
     assert parent_id in collector.message_ids
-    after = client.track("parent", "after fork")  # the parent's worker still runs
+    after = client.track("parent", "after fork").message_id  # the parent's worker still runs
     assert client.flush()
     assert after in collector.message_ids
 

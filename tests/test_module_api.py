@@ -44,13 +44,13 @@ def test_module_calls_go_through_the_default_client(
 ) -> None:
     assert analytics.default_client is None
     ids = [
-        analytics.identify("u", {"plan": "pro"}),
-        analytics.track("u", "Clicked", {"n": 1}),
-        analytics.page("u", "Docs", "API"),
-        analytics.screen("u", "Home", "Feed"),
-        analytics.group("u", "g"),
-        analytics.alias("old", "u"),
-        analytics.enqueue(Track(anonymous_id="a", event="Typed", message_id="typed-1")),
+        analytics.identify("u", {"plan": "pro"}).message_id,
+        analytics.track("u", "Clicked", {"n": 1}).message_id,
+        analytics.page("u", "Docs", "API").message_id,
+        analytics.screen("u", "Home", "Feed").message_id,
+        analytics.group("u", "g").message_id,
+        analytics.alias("old", "u").message_id,
+        analytics.enqueue(Track(anonymous_id="a", event="Typed", message_id="typed-1")).message_id,
     ]
     client = analytics.default_client
     assert isinstance(client, Client)
@@ -79,7 +79,7 @@ def test_module_calls_go_through_the_default_client(
 
 
 def test_join_delivers(configured: Collector) -> None:
-    message_id = analytics.track("u", "e")
+    message_id = analytics.track("u", "e").message_id
     assert analytics.join() is None
     assert configured.message_ids == {message_id}
 
@@ -137,12 +137,12 @@ def test_segment_setting_names(configured: Collector) -> None:
 def test_changing_host_moves_delivery_and_loses_nothing(
     configured: Collector, queue_file: Path
 ) -> None:
-    before = analytics.track("u", "before")
+    before = analytics.track("u", "before").message_id
     first_client = analytics.default_client
     with Collector() as second:
         analytics.host = second.url
         assert analytics.default_client is None  # retired, not silently kept
-        after = analytics.track("u", "after")
+        after = analytics.track("u", "after").message_id
         assert analytics.default_client is not first_client
         assert analytics.default_client.endpoint == second.url
         assert analytics.default_client.queue_path == queue_file
@@ -156,7 +156,7 @@ def test_changing_a_setting_takes_effect(configured: Collector) -> None:
     analytics.track("u", "e")
     assert analytics.default_client.flush_at == 20
     analytics.flush_at = 1
-    message_id = analytics.track("u", "e")
+    message_id = analytics.track("u", "e").message_id
     assert analytics.default_client.flush_at == 1
     assert configured.wait_for(2, timeout=10)
     assert message_id in configured.message_ids
@@ -167,9 +167,9 @@ def test_changing_queue_path_keeps_the_old_file(
 ) -> None:
     """The retired client stops without sending; the first file keeps its message, and a
     client opened on that file later delivers it."""
-    old = analytics.track("u", "old")
+    old = analytics.track("u", "old").message_id
     analytics.queue_path = str(tmp_path / "new.sqlite3")
-    new = analytics.track("u", "new")
+    new = analytics.track("u", "new").message_id
     assert analytics.flush() is True
     assert configured.message_ids == {new}
     with Client(
@@ -189,7 +189,7 @@ def test_an_assigned_default_client_is_used(
 ) -> None:
     own = make_client(flush_interval=60)
     analytics.default_client = own
-    message_id = analytics.track("u", "e")
+    message_id = analytics.track("u", "e").message_id
     assert own.stats().ready == 1
     assert analytics.flush() is True
     assert collector.message_ids == {message_id}

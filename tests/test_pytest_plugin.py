@@ -19,7 +19,7 @@ def test_analytics_collector_fixture_receives_a_users_events(
         exit_timeout=0,
     )
     try:
-        message_id = client.track("user-1", "Signed Up", {"plan": "Enterprise"})
+        message_id = client.track("user-1", "Signed Up", {"plan": "Enterprise"}).message_id
         assert client.flush(timeout=10)
     finally:
         client.shutdown(timeout=0)

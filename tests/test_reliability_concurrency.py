@@ -43,7 +43,9 @@ def test_threads_and_two_clients_in_one_process(make_client, collector: Collecto
 
     def record(client, name: str) -> None:
         for n in range(100):
-            message_id = client.track(name, "Threaded", {"n": n}, message_id=f"{name}-{n}")
+            message_id = client.track(
+                name, "Threaded", {"n": n}, message_id=f"{name}-{n}"
+            ).message_id
             with lock:
                 recorded.append(message_id)
 

@@ -27,7 +27,10 @@ IDLE = {"flush_at": 1_000_000, "flush_interval": 3600.0}
 
 
 def _record(client: Client, count: int, prefix: str) -> List[str]:
-    return [client.track("u", "Env", {"n": n}, message_id=f"{prefix}-{n}") for n in range(count)]
+    return [
+        client.track("u", "Env", {"n": n}, message_id=f"{prefix}-{n}").message_id
+        for n in range(count)
+    ]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -168,7 +171,7 @@ def test_full_disk_refuses_the_new_message_and_keeps_the_old(
     assert client.flush(timeout=20)
     assert collector.message_ids == set(stored)
     assert refused not in collector.message_ids
-    assert client.track("u", "After", message_id="after-full") == "after-full"
+    assert client.track("u", "After", message_id="after-full").message_id == "after-full"
     assert client.flush(timeout=20)
     assert "after-full" in collector.message_ids
 
@@ -237,7 +240,9 @@ def test_corrupt_file_is_reported_and_never_replaced(
         path.rename(path.with_name("events.sqlite3.broken"))
         fresh = Client("k", endpoint=collector.url, queue_path=path, flush_interval=0.05)
         try:
-            message_id = fresh.track("u", "After corruption", message_id=f"fresh-{number}")
+            message_id = fresh.track(
+                "u", "After corruption", message_id=f"fresh-{number}"
+            ).message_id
             assert fresh.flush(timeout=10)
             assert message_id in collector.message_ids
         finally:
@@ -278,7 +283,9 @@ def test_full_queue_with_raise_refuses_and_keeps_the_rest(
     assert client.flush(timeout=10)
     assert collector.message_ids == set(stored)
     assert client.stats().dropped == 0
-    assert client.track("u", "Room again", message_id="room") == "room"  # delivered: space
+    assert (
+        client.track("u", "Room again", message_id="room").message_id == "room"
+    )  # delivered: space
 
 
 @pytest.mark.parametrize("policy", ["drop_newest", "drop_oldest"])
@@ -288,15 +295,16 @@ def test_full_queue_drops_are_counted_and_warned(
     client = make_client(max_queue_messages=10, overflow=policy, **IDLE)
     stored = _record(client, 10, "kept")
     with caplog.at_level(logging.WARNING, logger="durable_analytics"):
-        result = client.track("u", "One too many", message_id="extra")
+        success, message = client.track("u", "One too many", message_id="extra")
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("is full" in w and f"overflow={policy}" in w and "dropped 1" in w for w in warnings)
     assert client.stats().dropped == 1
+    assert message["messageId"] == "extra"
     if policy == "drop_newest":
-        assert result is None
+        assert success is False
         expected = set(stored)
     else:
-        assert result == "extra"
+        assert success is True
         expected = set(stored[1:]) | {"extra"}
     assert client.flush(timeout=10)
     assert collector.message_ids == expected

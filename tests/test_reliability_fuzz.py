@@ -61,10 +61,12 @@ def test_worker_survives_raising_callbacks(make_client, collector: Collector) ->
     client = make_client(
         flush_at=3, max_batch_messages=4, on_error=on_error, on_delivery=on_delivery
     )
-    good = [client.track("u", "Fine", {"n": n}) for n in range(10)]
+    good = [client.track("u", "Fine", {"n": n}).message_id for n in range(10)]
     client.track("u", "Bad", {"x": "REJECT-ME"})
     assert client.flush()
-    good += [client.track("u", "Later", {"n": n}) for n in range(10)]  # the worker still runs
+    good += [
+        client.track("u", "Later", {"n": n}).message_id for n in range(10)
+    ]  # the worker still runs
     assert client.flush()
     assert collector.message_ids == set(good)
     assert "error" in calls and "delivery" in calls
@@ -78,7 +80,7 @@ def test_a_row_that_is_not_json_is_dead_lettered_and_the_rest_delivered(
         "k", endpoint=collector.url, queue_path=queue_file, flush_at=1_000, flush_interval=3600.0
     )
     try:
-        before = [client.track("u", "Before", {"n": n}) for n in range(5)]
+        before = [client.track("u", "Before", {"n": n}).message_id for n in range(5)]
         conn = sqlite3.connect(str(queue_file))
         with conn:
             conn.execute(
@@ -86,7 +88,7 @@ def test_a_row_that_is_not_json_is_dead_lettered_and_the_rest_delivered(
                 ("{not json", 9),
             )
         conn.close()
-        after = [client.track("u", "After", {"n": n}) for n in range(5)]
+        after = [client.track("u", "After", {"n": n}).message_id for n in range(5)]
         assert client.flush(timeout=10)
         assert collector.message_ids == set(before + after)
         # The store never hands out a row that is not a JSON object: it is dead-lettered,

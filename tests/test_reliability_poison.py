@@ -24,7 +24,7 @@ def _record(client: Any, rng: random.Random, count: int, prefix: str) -> tuple:
         properties = {"n": n, "payload": MARKER if bad else "fine"}
         message_id = client.track(
             f"user-{n % 7}", "Poison Test", properties, message_id=f"{prefix}-{n}"
-        )
+        ).message_id
         (poison.add if bad else good.append)(message_id)
     return good, poison
 
@@ -71,9 +71,9 @@ def test_server_size_limit_below_the_clients_dead_letters_only_the_big_one(
     """The server's per-message limit is stricter than the client's: a 400 for one message."""
     collector.max_message_bytes = 2_000
     client = make_client(flush_at=5, max_batch_messages=5)
-    small = [client.track("u", "Small", {"n": n}) for n in range(4)]
-    big = client.track("u", "Big", {"blob": "x" * 5_000})
-    small += [client.track("u", "Small", {"n": n}) for n in range(4, 9)]
+    small = [client.track("u", "Small", {"n": n}).message_id for n in range(4)]
+    big = client.track("u", "Big", {"blob": "x" * 5_000}).message_id
+    small += [client.track("u", "Small", {"n": n}).message_id for n in range(4, 9)]
     assert client.flush()
     assert collector.message_ids == set(small)
     (letter,) = client.store.dead_letters()

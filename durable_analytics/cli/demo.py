@@ -213,7 +213,7 @@ def cmd_demo_child(args: argparse.Namespace) -> int:
             user_id=f"demo-user-{number % 25}",
             event="Demo Event",
             properties={"n": number},
-        )
+        ).message_id
         out.write(f"{message_id}\n")
         out.flush()
     client.shutdown(timeout=0)

@@ -112,7 +112,7 @@ def cmd_event(args: argparse.Namespace) -> int:
         on_error=on_error,
     )
     try:
-        message_id = client.enqueue(message)
+        message_id = client.enqueue(message).message_id
         if message_id is None:
             raise CommandError(f"{path} is full: the event was not stored", EXIT_FAILURE)
         print(message_id, flush=True)

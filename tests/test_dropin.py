@@ -1,0 +1,79 @@
+"""The breaks a segment-analytics-python user hits first, each against the real collector:
+return values, exceptions, options, the module API. segment's own client (installed with the
+test extra, ``send=False``) is the reference where a shape must match."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Tuple
+
+import pytest
+
+import durable_analytics as analytics
+from durable_analytics import CallResult, Client
+from durable_analytics.testing import Collector
+
+segment_client = pytest.importorskip("segment.analytics.client")
+
+CALLS: Dict[str, Tuple[Any, ...]] = {
+    "identify": ("u1", {"plan": "pro"}),
+    "track": ("u1", "Clicked", {"n": 1}),
+    "page": ("u1",),
+    "screen": ("u1", None, "Home"),
+    "group": ("u1", "g1", {"size": 3}),
+    "alias": ("old", "u1"),
+}
+
+
+@pytest.fixture
+def segment() -> Any:
+    return segment_client.Client("k", send=False)
+
+
+@pytest.mark.parametrize("name", sorted(CALLS))
+def test_each_call_unpacks_as_segments_success_and_message(
+    name: str, make_client: Any, collector: Collector, segment: Any
+) -> None:
+    client = make_client(flush_interval=60)
+    result = getattr(client, name)(*CALLS[name])
+    success, message = result
+    seg_success, seg_message = getattr(segment, name)(*CALLS[name])
+    assert success is seg_success is True
+    assert set(message) == set(seg_message)
+    for key, value in seg_message.items():
+        if key not in ("messageId", "timestamp", "context"):
+            assert message[key] == value, key
+    assert isinstance(result, tuple) and isinstance(result, CallResult) and len(result) == 2
+    assert result.message_id == message["messageId"] == result.message["messageId"]
+    assert result.success is True
+    assert client.flush() is True
+    assert collector.message_ids == {result.message_id}
+
+
+def test_the_returned_message_is_what_the_server_receives(
+    make_client: Any, collector: Collector
+) -> None:
+    client = make_client(flush_interval=60)
+    _, message = client.track("u", "e", {"when": __import__("datetime").date(2020, 1, 2)})
+    assert client.flush() is True
+    [sent] = collector.messages
+    assert {k: v for k, v in message.items() if v is not None} == sent
+    assert message["properties"] == {"when": "2020-01-02"}
+
+
+def test_module_calls_unpack_too(collector: Collector, queue_file: Any) -> None:
+    analytics.write_key = "module-key"
+    analytics.host = collector.url
+    analytics.queue_path = str(queue_file)
+    try:
+        success, message = analytics.track("u", "Module Event")
+        assert success is True and message["event"] == "Module Event"
+        assert analytics.flush() is True
+        assert message["messageId"] in collector.message_ids
+    finally:
+        analytics.shutdown(timeout=0)
+        analytics.write_key = analytics.host = analytics.queue_path = None
+
+
+def test_send_false_returns_success_and_the_message() -> None:
+    success, message = Client("k", send=False).track("u", "e")
+    assert success is True and message["event"] == "e"
