@@ -75,10 +75,14 @@ def rows(page: Any) -> Any:
 def send_some(make_client: Callable[..., Client]) -> dict[str, str]:
     client = make_client()
     ids = {
-        "identify": client.identify(user_id="42", traits={"plan": "pro"}),
-        "signed up": client.track(user_id="42", event="Signed Up", properties={"plan": "pro"}),
-        "pricing": client.page(anonymous_id="anon-7", name="Pricing"),
-        "order": client.track(user_id="7", event="Order Completed", properties={"total": 30}),
+        "identify": client.identify(user_id="42", traits={"plan": "pro"}).message_id,
+        "signed up": client.track(
+            user_id="42", event="Signed Up", properties={"plan": "pro"}
+        ).message_id,
+        "pricing": client.page(anonymous_id="anon-7", name="Pricing").message_id,
+        "order": client.track(
+            user_id="7", event="Order Completed", properties={"total": 30}
+        ).message_id,
     }
     assert client.flush(10)
     return {k: str(v) for k, v in ids.items()}
@@ -117,8 +121,8 @@ def test_events_appear_newest_first_and_filters_hide_the_others(
 
     # A new event arrives while filtered: it shows only if it matches; no reload anywhere.
     client = make_client()
-    later = client.track(anonymous_id="anon-7", event="Clicked Buy")
-    hidden = client.track(user_id="someone-else", event="Clicked Buy")
+    later = client.track(anonymous_id="anon-7", event="Clicked Buy").message_id
+    hidden = client.track(user_id="someone-else", event="Clicked Buy").message_id
     assert client.flush(10)
     expect(rows(page)).to_have_count(2)
     expect(rows(page).nth(0)).to_contain_text(str(later))
@@ -182,7 +186,9 @@ def test_thousands_of_events_leave_the_table_bounded(
     client = make_client(flush_at=500)
     last = None
     for n in range(3000):
-        last = client.track(user_id=f"user-{n % 50}", event=f"Bulk {n}", properties={"n": n})
+        last = client.track(
+            user_id=f"user-{n % 50}", event=f"Bulk {n}", properties={"n": n}
+        ).message_id
         if n % 400 == 399:  # the page receives them over several polls, not all at once
             assert client.flush(30)
             expect(page.locator("#count-events")).to_have_text(f"{n + 1:,}")
