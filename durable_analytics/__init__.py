@@ -32,6 +32,7 @@ from .errors import (
 from .messages import Alias, Group, Identify, Message, Page, Screen, Track
 from .result import CallResult
 from .retry import RetryPolicy
+from .signals import install_signal_handlers
 
 __all__ = [
     "__version__",
@@ -70,6 +71,7 @@ __all__ = [
     "flush",
     "join",
     "shutdown",
+    "install_signal_handlers",
     "default_client",
     "SETTINGS",
 ]

@@ -89,23 +89,41 @@ class _ExitHookOwner:
 _EXIT_HOOK_OWNER = _ExitHookOwner()
 
 
-def _shutdown_at_exit() -> None:
-    """Every client gets its ``exit_timeout`` to deliver, all at the same time; then every
-    worker is told to stop before any is waited for, so that the batches still on the wire
-    end together: exit takes at most the longest ``exit_timeout`` plus one request deadline,
-    however many clients there are."""
+def shutdown_all(timeout: Optional[float] = None) -> None:
+    """Shut every client down, as at exit: each gets ``timeout`` (default: its
+    ``exit_timeout``) to deliver, all at the same time; then every worker is told to stop
+    before any is waited for, so that the batches still on the wire end together. It takes at
+    most :func:`shutdown_bound`, however many clients there are."""
     clients = list(_CLIENTS)
     started = time.monotonic()
 
     def left(client: Client) -> float:
-        return max(0.0, started + client.exit_timeout - time.monotonic())
+        limit = client.exit_timeout if timeout is None else timeout
+        return max(0.0, started + limit - time.monotonic())
 
     for step in (lambda c: c.flush(left(c)), Client.retire, lambda c: c.shutdown(left(c))):
         for client in clients:
             try:
                 step(client)
             except Exception:
-                log.exception("shutdown at exit failed; queued messages stay on disk")
+                log.exception("shutdown failed; queued messages stay on disk")
+
+
+def shutdown_bound(timeout: Optional[float] = None) -> float:
+    """How long :func:`shutdown_all` may take: the longest time given to a client plus one
+    request deadline and the time to write its outcome."""
+    from .deadline import LEASE_MARGIN
+    from .transport import request_deadline
+
+    longest = 0.0
+    for client in list(_CLIENTS):
+        given = client.exit_timeout if timeout is None else timeout
+        longest = max(longest, given + request_deadline(client.config.timeout))
+    return longest + LEASE_MARGIN
+
+
+def _shutdown_at_exit() -> None:
+    shutdown_all()
 
 
 if hasattr(os, "register_at_fork"):
@@ -164,6 +182,10 @@ class Client:
             self._stored = StoredIds(self.store.first_pending_id)
             self._ensure_worker()
         _CLIENTS.add(self)
+        if config.handle_sigterm:
+            from .signals import install_signal_handlers
+
+            install_signal_handlers()
         log.debug(
             "client ready: endpoint=%s queue=%s send=%s sync_mode=%s",
             config.endpoint,

@@ -331,6 +331,9 @@ class Config:
     exit_timeout: float = option(
         3.0, "exit is not held long; what is left stays on disk for the next run", _seconds
     )
+    handle_sigterm: bool = option(
+        False, "True: SIGTERM runs a bounded shutdown, then the previous handler", _flag
+    )
     send: bool = option(True, "False validates and discards: for tests and dry runs", _flag)
     sync_mode: bool = option(
         False, "True delivers in the caller's thread, bounded by flush_timeout", _flag
