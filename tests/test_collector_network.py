@@ -69,6 +69,7 @@ def test_every_request_is_held_for_the_delay_also_in_parallel(
         for thread in threads:
             thread.join(10)
         assert results == [200] * 4
+        assert 1 <= collector.network_peak <= 4
         assert len(collector.requests) == 6 and collector.duplicates == 4
         collector.set_network(None)
         assert _statuses(collector.url, session, 1) == [200]

@@ -9,6 +9,7 @@ one run, are what to read.
     python tools/bench.py                 # full run, a few minutes
     python tools/bench.py --quick         # smaller counts, under a minute
     python tools/bench.py --json out.json # also write the figures as JSON
+    python tools/bench.py --network       # through a far, flaky network: tools/bench_network.py
 """
 
 from __future__ import annotations
@@ -35,15 +36,20 @@ PROPERTIES = {"plan": "Enterprise", "amount": 42.5, "currency": "USD", "coupon":
 COLLECTOR = textwrap.dedent(
     """
     import sys
-    from durable_analytics.testing import Collector
+    from durable_analytics.testing import Collector, Network
     collector = Collector().start()
     print(collector.url, flush=True)
     for line in sys.stdin:
-        command = line.strip()
+        command, *args = line.split()
         if command == "count":
-            print(len(collector.message_ids), len(collector.requests), flush=True)
+            print(len(collector.message_ids), len(collector.requests), collector.duplicates,
+                  collector.network_faults, collector.network_peak, flush=True)
         elif command == "reset":
             collector.reset()
+            print("ok", flush=True)
+        elif command == "network":  # delay fault_rate seed
+            delay, rate, seed = float(args[0]), float(args[1]), int(args[2])
+            collector.set_network(Network(delay=delay, fault_rate=rate, seed=seed))
             print("ok", flush=True)
         else:
             break
@@ -80,6 +86,15 @@ class RemoteCollector:
 
     def reset(self) -> None:
         self._ask("reset")
+
+    def counts(self) -> Dict[str, int]:
+        """Distinct messages, requests, duplicates, injected faults, most requests held at once."""
+        names = ("messages", "requests", "duplicates", "faults", "peak_in_flight")
+        return dict(zip(names, map(int, self._ask("count").split())))
+
+    def network(self, delay: float = 0.0, fault_rate: float = 0.0, seed: int = 0) -> None:
+        """Hold every request ``delay`` s and fail ``fault_rate`` of them (0, 0: at once)."""
+        self._ask(f"network {delay} {fault_rate} {seed}")
 
     def wait_for(self, count: int, timeout: float, stall: float = 3.0) -> Tuple[int, float]:
         """Wait until the collector holds ``count`` distinct messages, or until its count has
@@ -119,10 +134,11 @@ LATENCY_SCRIPT = textwrap.dedent(
     """
     import json, logging, sys, time
     name, url, queue = sys.argv[1], sys.argv[2], sys.argv[3]
+    options = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}
     props = {"plan": "Enterprise", "amount": 42.5, "currency": "USD", "coupon": "WINTER"}
     if name == "durable":
         from durable_analytics import Client
-        client = Client("bench-key", endpoint=url, queue_path=queue)
+        client = Client("bench-key", endpoint=url, queue_path=queue, **options)
     else:
         logging.getLogger("segment").setLevel(logging.CRITICAL)
         from segment.analytics import Client
@@ -159,23 +175,30 @@ def _summary(timings: List[float]) -> Dict[str, float]:
     }
 
 
-def bench_latency(collector: RemoteCollector, calls: int, workdir: Path) -> Dict[str, Any]:
+Variants = Dict[str, Tuple[str, Dict[str, Any]]]
+BOTH: Variants = {"durable": ("durable", {}), "segment": ("segment", {})}
+
+
+def bench_latency(
+    collector: RemoteCollector, calls: int, workdir: Path, variants: Variants = BOTH
+) -> Dict[str, Any]:
     """1. Median and p99 per track() while each library's worker uploads.
 
     Each library runs in a process of its own (one library's background thread must not take
-    the other's interpreter lock), and the two take turns in chunks of 1,000 calls, in
-    alternating order, so that both see the same moments of a shared, noisy machine.
+    the other's interpreter lock), and they take turns in chunks of 1,000 calls, in
+    alternating order, so that all see the same moments of a shared, noisy machine.
+    ``variants``: label -> (library, durable Client options).
     """
     processes = {
-        name: subprocess.Popen(
+        label: subprocess.Popen(
             [sys.executable, "-c", LATENCY_SCRIPT, name, collector.url,
-             str(workdir / "latency.sqlite3")],
+             str(workdir / f"latency-{index}.sqlite3"), json.dumps(options)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
-        for name in ("durable", "segment")
+        for index, (label, (name, options)) in enumerate(variants.items())
     }  # fmt: skip
     try:
         for process in processes.values():
@@ -235,13 +258,11 @@ def bench_end_to_end(collector: RemoteCollector, events: int, workdir: Path) -> 
     return result
 
 
-def bench_drain(collector: RemoteCollector, events: int, workdir: Path) -> Dict[str, Any]:
-    """3. A backlog uploaded by `durable-analytics drain`: events per second."""
+def fill_queue(queue: Path, events: int) -> None:
+    """A queue file holding ``events`` track messages, written in large transactions."""
     from durable_analytics.messages import Encoder, Track
     from durable_analytics.store import MessageStore
 
-    collector.reset()
-    queue = workdir / "drain.sqlite3"
     store = MessageStore(queue)
     encoder = Encoder()
     batch = []
@@ -256,9 +277,13 @@ def bench_drain(collector: RemoteCollector, events: int, workdir: Path) -> Dict[
     if batch:
         store.append_many(batch)
     store.close()
+
+
+def run_drain(queue: Path, url: str) -> Tuple[float, int]:
+    """``durable-analytics drain`` of ``queue`` to ``url``: seconds taken and exit code."""
     command = [
         sys.executable, "-m", "durable_analytics", "drain", "--queue", str(queue),
-        "--endpoint", collector.url, "--write-key", "bench-key", "--json", "--timeout", "600",
+        "--endpoint", url, "--write-key", "bench-key", "--json", "--timeout", "600",
     ]  # fmt: skip
     started = time.perf_counter()
     done = subprocess.run(
@@ -267,12 +292,20 @@ def bench_drain(collector: RemoteCollector, events: int, workdir: Path) -> Dict[
         text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
-    elapsed = time.perf_counter() - started
+    return time.perf_counter() - started, done.returncode
+
+
+def bench_drain(collector: RemoteCollector, events: int, workdir: Path) -> Dict[str, Any]:
+    """3. A backlog uploaded by `durable-analytics drain`: events per second."""
+    collector.reset()
+    queue = workdir / "drain.sqlite3"
+    fill_queue(queue, events)
+    elapsed, code = run_drain(queue, collector.url)
     return {
         "events": events,
         "seconds": round(elapsed, 2),
         "events_per_s": round(events / elapsed),
-        "exit_code": done.returncode,
+        "exit_code": code,
         "delivered": collector.count(),
         "requests": collector.requests(),
     }
@@ -364,12 +397,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts, under a minute")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    from bench_network import NETWORK_MODES, run_network
+
     parser.add_argument(
-        "--only", choices=["latency", "e2e", "drain", "memory", "idle"], action="append"
+        "--only",
+        choices=["latency", "e2e", "drain", "memory", "idle", *NETWORK_MODES],
+        action="append",
     )
+    parser.add_argument(
+        "--network", action="store_true", help="the network modes (tools/bench_network.py)"
+    )
+    parser.add_argument("--scale", type=float, help="multiply every count (--quick: 0.1)")
+    parser.add_argument("--delay", type=float, default=0.2, help="network round trip, s")
+    parser.add_argument("--fault-rate", type=float, default=0.2, help="share of 500s (drain)")
+    parser.add_argument("--outage", type=float, default=30.0, help="outage length, s")
     args = parser.parse_args(argv)
-    scale = 0.1 if args.quick else 1.0
-    wanted = set(args.only or ["latency", "e2e", "drain", "memory", "idle"])
+    scale = args.scale if args.scale is not None else 0.1 if args.quick else 1.0
+    local = ["latency", "e2e", "drain", "memory", "idle"]
+    wanted = set(args.only or (NETWORK_MODES if args.network else local))
     results: Dict[str, Any] = {
         "machine": {
             "python": platform.python_version(),
@@ -398,6 +443,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                 results["memory"] = bench_memory(int(1_000_000 * scale), workdir)
             if "idle" in wanted:
                 results["idle"] = bench_idle(collector, 10.0 * (0.5 if args.quick else 1), workdir)
+            network = [mode for mode in NETWORK_MODES if mode in wanted]
+            results.update(
+                run_network(
+                    collector, network, workdir, scale, args.delay, args.fault_rate, args.outage
+                )
+            )
     finally:
         collector.close()
     _print_table(results)
@@ -458,10 +509,18 @@ def _print_table(results: Dict[str, Any]) -> None:
         f"python {results['machine']['python']}, "
         f"{results['machine']['cores']} cores, sqlite {results['machine']['sqlite']}"
     )
-    print(f"{'measure':<32}{'durable':>14}{'segment':>14}{'ratio':>8}")
+    from bench_network import network_rows
+
+    rows += network_rows(results)
+    print(f"{'measure':<40}{'durable':>14}{'segment':>14}{'ratio':>8}")
     for name, ours, theirs, ratio in rows:
-        cell = lambda v: "-" if v is None else f"{v:,}"  # noqa: E731
-        print(f"{name:<32}{cell(ours):>14}{cell(theirs):>14}{cell(ratio):>8}")
+        print(f"{name:<40}{_cell(ours):>14}{_cell(theirs):>14}{_cell(ratio):>8}")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,}" if isinstance(value, (int, float)) else str(value)
 
 
 if __name__ == "__main__":

@@ -284,6 +284,14 @@ class Collector:
         return 0 if state is None else state.faults
 
     @property
+    def network_peak(self) -> int:
+        """The most requests the network held at once (since it was set): how many a client
+        kept in flight."""
+        with self._cond:
+            state = self._network
+        return 0 if state is None else state.peak
+
+    @property
     def reject_marker(self) -> Optional[str]:
         """A batch with a message whose JSON contains this text is answered 400, as a whole."""
         with self._cond:

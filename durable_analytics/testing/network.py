@@ -43,6 +43,8 @@ class NetworkState:
         self._random = random.Random(network.seed)
         self._lock = threading.Lock()
         self.faults = 0
+        self.holding = 0  # requests being held right now
+        self.peak = 0  # the most held at once: how many a client kept in flight
 
     def describe(self) -> str:
         """The network in words, for the debugger page."""
@@ -61,13 +63,17 @@ class NetworkState:
         """Hold the request for the round trip; return the fault to answer, or None to serve
         it normally. A collector stopping meanwhile drops the connection."""
         network = self.network
-        faulted = False
-        if network.fault_rate:
-            with self._lock:  # drawn on arrival: the n-th request gets the n-th draw
-                faulted = self._random.random() < network.fault_rate
-                self.faults += faulted
-        if network.delay and stopping.wait(network.delay):
-            return Outcome(0, drop=True)
+        with self._lock:  # drawn on arrival: the n-th request gets the n-th draw
+            faulted = bool(network.fault_rate) and self._random.random() < network.fault_rate
+            self.faults += faulted
+            self.holding += 1
+            self.peak = max(self.peak, self.holding)
+        try:
+            if network.delay and stopping.wait(network.delay):
+                return Outcome(0, drop=True)
+        finally:
+            with self._lock:
+                self.holding -= 1
         if faulted:
             return Outcome(network.fault_status, {"error": "injected by the collector's network"})
         return None
