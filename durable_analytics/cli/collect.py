@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 import threading
-from typing import Any, Dict
+from typing import Any, Callable, Dict
 
 from .options import (
     ENV_WRITE_KEY,
@@ -55,21 +55,12 @@ def cmd_collect(args: argparse.Namespace) -> int:
     from ..testing import Collector
     from ..testing.feed import DEFAULT_FEED_SIZE
 
-    write_key = resolve_write_key(args, required=False)
-    lock = threading.Lock()
-
-    def show(message: Dict[str, Any]) -> None:
-        line = json.dumps(message, ensure_ascii=False) if args.json else event_line(message)
-        with lock:
-            sys.stdout.write(line + "\n")
-            sys.stdout.flush()
-
     collector = Collector(
-        write_key,
+        resolve_write_key(args, required=False),
         host=args.host,
         port=args.port,
         out=args.out,
-        on_message=show,
+        on_message=_printer(args.json),
         network=network_of(args),
         keep=args.keep or DEFAULT_FEED_SIZE,
         debugger=True,
@@ -105,6 +96,19 @@ def cmd_collect(args: argparse.Namespace) -> int:
         f"{collector.network_faults:,} injected fault(s)\n"
     )
     return EXIT_OK
+
+
+def _printer(as_json: bool) -> Callable[[Dict[str, Any]], None]:
+    """Each accepted message on stdout, one line each, whole lines even from many threads."""
+    lock = threading.Lock()
+
+    def show(message: Dict[str, Any]) -> None:
+        line = json.dumps(message, ensure_ascii=False) if as_json else event_line(message)
+        with lock:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
+    return show
 
 
 def register(subparsers: Any) -> None:
@@ -146,21 +150,26 @@ def register(subparsers: Any) -> None:
         metavar="KEY",
         help=f"accept only this write key (env {ENV_WRITE_KEY}; default: any key)",
     )
-    collect.add_argument(
+    _network_options(collect)
+
+
+def _network_options(parser: argparse.ArgumentParser) -> None:
+    """A far or flaky server: see :class:`~durable_analytics.testing.Network`."""
+    parser.add_argument(
         "--delay",
         type=float,
         default=0.0,
         metavar="SECONDS",
         help="hold every batch request this long before answering (a round trip; default 0)",
     )
-    collect.add_argument(
+    parser.add_argument(
         "--fault-rate",
         type=float,
         default=0.0,
         metavar="SHARE",
         help="answer this share of batch requests 500, at random (0 to 1; default 0)",
     )
-    collect.add_argument(
+    parser.add_argument(
         "--seed",
         type=int,
         default=0,

@@ -125,22 +125,15 @@ def drain_queue(
     started = time.monotonic()
     deadline = started + timeout
     through = store.last_id()
-    stopped = "timeout"
+    stopped: Optional[str] = None
     retry_in: Optional[float] = None
     try:
         while True:
-            if not store.pending_through(through):
-                stopped = "emptied"
-                break
-            if stop.is_set():
-                stopped = "interrupted"
-                break
             settled = totals.delivered + totals.dead
-            if max_messages is not None and settled >= max_messages:
-                stopped = "max-messages"
-                break
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            pending = store.pending_through(through)
+            stopped = stop_reason(pending, stop.is_set(), settled, max_messages, remaining)
+            if stopped is not None:
                 break
             if max_messages is not None:
                 worker.max_batch_messages = min(MAX_BATCH_MESSAGES, max_messages - settled)
@@ -160,6 +153,37 @@ def drain_queue(
     finally:
         if progress is not None:
             progress.clear()
+    return _result(store, through, totals, started, stopped or "timeout", retry_in)
+
+
+def stop_reason(
+    pending: bool,
+    interrupted: bool,
+    settled: int,
+    max_messages: Optional[int],
+    remaining: float,
+) -> Optional[str]:
+    """Why a drain ends before its next cycle (None: go on). Emptied wins over everything:
+    a drain that finished as it was interrupted or ran out of time did its job."""
+    if not pending:
+        return "emptied"
+    if interrupted:
+        return "interrupted"
+    if max_messages is not None and settled >= max_messages:
+        return "max-messages"
+    if remaining <= 0:
+        return "timeout"
+    return None
+
+
+def _result(
+    store: MessageStore,
+    through: int,
+    totals: Any,
+    started: float,
+    stopped: str,
+    retry_in: Optional[float],
+) -> DrainResult:
     left = store.pending_count(through)
     return DrainResult(
         path=str(store.file),
