@@ -1,4 +1,4 @@
-"""``Client``: configuration, the six calls, flush and shutdown, fork and exit hooks.
+"""``Client``: configuration, the six calls, flush and shutdown (fork and exit: lifecycle.py).
 
 A call validates its message and commits it to the queue file before it returns; it never
 does HTTP (unless ``sync_mode`` asks for it). Delivery belongs to a background worker thread,
@@ -7,16 +7,15 @@ one per client per process, started again in each child after ``fork()``.
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
-import sys
 import threading
 import time
-from typing import Any, Mapping, Optional, Set
+from typing import Any, Mapping, Optional
 
 from .config import DEFAULT_ENDPOINT, Config
 from .errors import ConfigError, ValidationError
+from .lifecycle import CLIENTS
 from .limits import MAX_REQUEST_BYTES
 from .messages import (
     Alias,
@@ -39,11 +38,6 @@ log = logging.getLogger("durable_analytics")
 
 Properties = Optional[Mapping[str, Any]]
 
-# Clients not yet shut down. Strong references: a client that went out of scope still has a
-# worker thread uploading, and must still get its bounded shutdown at exit (a weak set would
-# let the exit kill that thread in the middle of a batch the server may have accepted).
-_CLIENTS: Set[Client] = set()
-
 
 def configure_logging(debug: bool = False, handler: Optional[logging.Handler] = None) -> None:
     """Debug logging on the ``durable_analytics`` logger when asked (or ``DEBUG=analytics``)."""
@@ -58,77 +52,6 @@ def configure_logging(debug: bool = False, handler: Optional[logging.Handler] = 
                 logging.Formatter("%(asctime)s durable_analytics %(levelname)s %(message)s")
             )
             log.addHandler(stream)
-
-
-def _after_fork_in_child() -> None:
-    for client in list(_CLIENTS):
-        client._forget_worker()
-    if _CLIENTS:
-        _shut_down_in_multiprocessing_children()
-
-
-def _shut_down_in_multiprocessing_children() -> None:
-    """A ``multiprocessing`` child leaves through ``os._exit``, which skips ``atexit``: give it
-    the same bounded exit shutdown through the finalizers it does run. Registered as an
-    after-fork callback because the child clears its finalizers right after the fork."""
-    mp_util = sys.modules.get("multiprocessing.util")
-    if mp_util is not None:
-        mp_util.register_after_fork(_EXIT_HOOK_OWNER, _register_exit_finalizer)
-
-
-def _register_exit_finalizer(_owner: object) -> None:
-    import multiprocessing.util
-
-    multiprocessing.util.Finalize(None, _shutdown_at_exit, exitpriority=10)
-
-
-class _ExitHookOwner:
-    """multiprocessing keeps after-fork callbacks in a weak mapping: this object holds ours."""
-
-
-_EXIT_HOOK_OWNER = _ExitHookOwner()
-
-
-def shutdown_all(timeout: Optional[float] = None) -> None:
-    """Shut every client down, as at exit: each gets ``timeout`` (default: its
-    ``exit_timeout``) to deliver, all at the same time; then every worker is told to stop
-    before any is waited for, so that the batches still on the wire end together. It takes at
-    most :func:`shutdown_bound`, however many clients there are."""
-    clients = list(_CLIENTS)
-    started = time.monotonic()
-
-    def left(client: Client) -> float:
-        limit = client.exit_timeout if timeout is None else timeout
-        return max(0.0, started + limit - time.monotonic())
-
-    for step in (lambda c: c.flush(left(c)), Client.retire, lambda c: c.shutdown(left(c))):
-        for client in clients:
-            try:
-                step(client)
-            except Exception:
-                log.exception("shutdown failed; queued messages stay on disk")
-
-
-def shutdown_bound(timeout: Optional[float] = None) -> float:
-    """How long :func:`shutdown_all` may take: the longest time given to a client plus one
-    request deadline and the time to write its outcome."""
-    from .deadline import LEASE_MARGIN
-    from .transport import request_deadline
-
-    longest = 0.0
-    for client in list(_CLIENTS):
-        given = client.exit_timeout if timeout is None else timeout
-        longest = max(longest, given + request_deadline(client.config.timeout))
-    return longest + LEASE_MARGIN
-
-
-def _shutdown_at_exit() -> None:
-    shutdown_all()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-atexit.register(_shutdown_at_exit)
 
 
 class Client:
@@ -181,7 +104,7 @@ class Client:
             self.queue_path = self.store.file
             self._stored = StoredIds(self.store.first_pending_id)
             self._ensure_worker()
-        _CLIENTS.add(self)
+        CLIENTS.add(self)
         if config.handle_sigterm:
             from .signals import install_signal_handlers
 
@@ -430,7 +353,7 @@ class Client:
             self._closed = True  # nothing more is asked of the worker: flush only reads
         delivered = self.flush(limit)
         self._closed = True
-        _CLIENTS.discard(self)
+        CLIENTS.discard(self)
         worker = self._worker
         if worker is not None and self._pid == os.getpid():
             worker.stop(max(0.1, limit - (time.monotonic() - started)))
@@ -454,7 +377,7 @@ class Client:
         worker = self._worker
         if worker is not None and self._pid == os.getpid():
             worker.request_stop()
-        for other in list(_CLIENTS):  # retired earlier and now idle: nothing left to wait for
+        for other in list(CLIENTS):  # retired earlier and now idle: nothing left to wait for
             thread = other._worker._thread if other._worker is not None else None
             if other is not self and other._closed and not (thread and thread.is_alive()):
                 other.shutdown(timeout=0)

@@ -70,7 +70,7 @@ def _make_handler(timeout: Optional[float]) -> Callable[[int, Optional[FrameType
 
 
 def _bounded_shutdown(timeout: Optional[float]) -> None:
-    from .client import shutdown_all, shutdown_bound
+    from .lifecycle import shutdown_all, shutdown_bound
 
     bound = shutdown_bound(timeout)
     helper = threading.Thread(
