@@ -12,6 +12,7 @@ import decimal
 import enum
 import json
 import math
+import numbers
 import os
 import re
 import time
@@ -42,7 +43,7 @@ __all__ = [
 
 LIBRARY = {"name": "durable-analytics", "version": __version__}
 
-Id = Union[str, int]
+Id = Union[str, int, float]
 Timestamp = Union[_dt.datetime, str]
 
 
@@ -134,7 +135,8 @@ def normalize(value: Any, path: str = "") -> Any:
     """Return a JSON-ready copy of ``value``, or raise naming the offending path.
 
     Dates become ISO 8601, ``Decimal`` a number, ``UUID`` a string, an ``Enum`` its value,
-    tuples and sets lists, bytes UTF-8 text. The input is never mutated.
+    tuples and sets lists, bytes UTF-8 text, number keys text; any other object its
+    ``str()``. The input is never mutated.
     """
     try:
         return _normalize(value, path, set())
@@ -173,14 +175,24 @@ def _normalize_mapping(value: Mapping, path: str, active: set) -> Dict[str, Any]
         out = {}
         for key, item in value.items():
             if not isinstance(key, str):
-                raise FieldTypeError(
-                    f"{_describe(path)}: key {key!r} ({type(key).__name__}) is not a string; "
-                    "JSON object keys must be strings"
-                )
+                key = _key_text(key, path)
             out[key] = _normalize(item, f"{path}.{key}" if path else key, active)
         return out
     finally:
         active.discard(marker)
+
+
+def _key_text(key: Any, path: str) -> str:
+    """A key JSON can write as text, written as ``json.dumps`` writes it (``1`` -> ``"1"``,
+    ``True`` -> ``"true"``), as segment-analytics-python sends it; other keys are errors."""
+    if key is None or isinstance(key, (bool, int, float)):
+        if isinstance(key, float) and not math.isfinite(key):
+            raise ValidationError(f"{_describe(path)}: key {key!r} is not allowed in JSON")
+        return json.dumps(key) if key is None or isinstance(key, bool) else str(key)
+    raise FieldTypeError(
+        f"{_describe(path)}: key {key!r} ({type(key).__name__}) cannot be a JSON object key; "
+        "use a string (or a number)"
+    )
 
 
 def _convert(value: Any, path: str, active: set) -> Any:
@@ -213,9 +225,19 @@ def _convert(value: Any, path: str, active: set) -> Any:
             raise ValidationError(
                 f"{_describe(path)}: bytes are not valid UTF-8; decode them or send base64 text"
             ) from None
-    raise FieldTypeError(
-        f"{_describe(path)}: object of type {type(value).__name__} is not JSON serialisable"
-    )
+    return _as_text(value, path)
+
+
+def _as_text(value: Any, path: str) -> str:
+    """Any other object (an exception, a plain object) is sent as its ``str()``: the event is
+    recorded with what can be said about the value, instead of refused or the key dropped."""
+    try:
+        return str(value)
+    except Exception:
+        raise FieldTypeError(
+            f"{_describe(path)}: object of type {type(value).__name__} is not JSON serialisable "
+            "and str() of it failed; convert it to a string first"
+        ) from None
 
 
 def _find_bad_text(value: Any, path: str) -> None:
@@ -315,9 +337,9 @@ def _id(value: Any, field: str, required: bool) -> Optional[str]:
         return None
     if isinstance(value, str):
         return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    raise FieldTypeError(f"{field}: expected a string or int, got {type(value).__name__}")
+    if isinstance(value, numbers.Number) and not isinstance(value, bool):
+        return str(value)  # segment's rule: any number, as its text (1.5 -> "1.5")
+    raise FieldTypeError(f"{field}: expected a string or a number, got {type(value).__name__}")
 
 
 def _text(value: Any, field: str, required: bool) -> Optional[str]:

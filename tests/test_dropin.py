@@ -77,3 +77,91 @@ def test_module_calls_unpack_too(collector: Collector, queue_file: Any) -> None:
 def test_send_false_returns_success_and_the_message() -> None:
     success, message = Client("k", send=False).track("u", "e")
     assert success is True and message["event"] == "e"
+
+
+def test_values_segment_accepts_are_recorded_and_delivered(
+    make_client: Any, collector: Collector
+) -> None:
+    client = make_client(flush_interval=60)
+    success, message = client.track(1.5, "Odd Values", {"error": KeyError("k"), 3: "three"})
+    assert success is True
+    assert client.identify("u", {"obj": _Plain()}).success is True
+    assert client.flush() is True
+    by_event = {m.get("event", m["type"]): m for m in collector.messages}
+    sent = by_event["Odd Values"]
+    assert sent["userId"] == "1.5"
+    assert sent["properties"] == {"error": "'k'", "3": "three"}
+    assert by_event["identify"]["traits"] == {"obj": "plain"}
+
+
+class _Plain:
+    def __str__(self) -> str:
+        return "plain"
+
+
+@pytest.mark.parametrize(
+    ("call", "builtin"),
+    [
+        (lambda c: c.track("u"), AssertionError),  # no event
+        (lambda c: c.track(), AssertionError),  # no user
+        (lambda c: c.identify("u", ["not", "a", "dict"]), AssertionError),
+        (lambda c: c.track("u", "big", {"x": "y" * 40_000}), RuntimeError),
+    ],
+)
+def test_what_segment_raises_is_what_catching_code_gets(
+    call: Any, builtin: type, make_client: Any, collector: Collector, segment: Any
+) -> None:
+    with pytest.raises(builtin):
+        call(segment)
+    client = make_client(flush_interval=60)
+    with pytest.raises(builtin) as info:
+        call(client)
+    assert isinstance(info.value, analytics.AnalyticsError)
+    assert client.stats().ready == 0
+
+
+def test_a_missing_write_key_raises_what_segment_raises() -> None:
+    with pytest.raises(AssertionError):
+        segment_client.Client()
+    with pytest.raises(AssertionError) as info:
+        Client()
+    assert isinstance(info.value, analytics.ConfigError)
+
+
+def test_client_key_host_positional_sends_to_that_host(
+    collector: Collector, queue_file: Any
+) -> None:
+    client = Client("k", collector.url, queue_path=queue_file)
+    try:
+        assert client.host == collector.url
+        assert client.track("u", "Positional").success
+        assert client.flush() is True
+        assert [m["event"] for m in collector.messages] == ["Positional"]
+    finally:
+        client.shutdown(timeout=0)
+
+
+def test_a_falsy_module_on_error_is_ignored_as_segment_ignores_it(
+    collector: Collector, queue_file: Any
+) -> None:
+    analytics.write_key = "module-key"
+    analytics.host = collector.url
+    analytics.queue_path = str(queue_file)
+    analytics.on_error = False
+    try:
+        assert analytics.track("u", "Falsy on_error").success
+        assert analytics.flush() is True
+        assert analytics.default_client.host == collector.url
+    finally:
+        analytics.shutdown(timeout=0)
+        analytics.write_key = analytics.host = analytics.queue_path = analytics.on_error = None
+
+
+def test_segment_only_options_are_accepted(make_client: Any, collector: Collector) -> None:
+    client = make_client(
+        max_rate_limit_duration=60,
+        thread=1,
+        oauth_auth_server="http://127.0.0.1:9",
+        oauth_scope="tracking_api:write",
+    )
+    assert client.track("u", "e").success and client.flush() is True

@@ -108,21 +108,15 @@ def test_accepted_properties_round_trip_through_the_encoder(pair: Pair) -> None:
     assert parsed["properties"] == normalize(properties, "properties")
 
 
-class Opaque:
-    pass
-
-
 #: (a value JSON cannot carry, whether ``normalize`` alone sees it or only the encoder does)
 BAD: st.SearchStrategy[Tuple[Any, bool]] = st.one_of(
     st.sampled_from([float("nan"), float("inf"), -float("inf")]).map(lambda v: (v, True)),
     st.sampled_from(["NaN", "sNaN", "-Infinity", "1E+5000", "1" + "0" * 400 + ".5"]).map(
         lambda v: (decimal.Decimal(v), True)
     ),
-    st.builds(Opaque).map(lambda v: (v, True)),
-    st.complex_numbers(allow_nan=False).map(lambda v: (v, True)),
     st.sampled_from([b"\xff", b"ok\xc3(", b"\xed\xa0\x80"]).map(lambda v: (v, True)),
     st.dictionaries(
-        st.integers() | st.none() | st.tuples(st.integers()),
+        st.tuples(st.integers()) | st.frozensets(st.integers(), min_size=1),
         VALUES.map(lambda p: p[0]),
         min_size=1,
         max_size=2,
