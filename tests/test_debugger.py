@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from durable_analytics.testing import Collector, Network, Response
-from durable_analytics.testing.feed import Feed
+from durable_analytics.testing.feed import Feed, Recent
 
 KEY = "debugger-key"
 STATIC = Path(__file__).resolve().parent.parent / "durable_analytics" / "testing" / "static"
@@ -179,7 +179,9 @@ def test_memory_is_bounded_but_counts_stay_exact(session: requests.Session) -> N
         for n in range(4):
             batch = [msg(f"m{n}-{i}") for i in range(5)] + [msg("m0-0")]
             assert post(session, small.url, batch) == 200
-        assert (len(small.messages), len(small.requests), len(small.batches)) == (5, 4, 4)
+        # Requests and batches are weighed by their messages: a batch of 6 is over 5 alone.
+        assert (len(small.messages), len(small.requests), len(small.batches)) == (5, 1, 1)
+        assert [m["messageId"] for m in small.batches[0]] == [m["messageId"] for m in batch]
         assert small.counts.events == 24 and small.counts.duplicates == 4
         assert small.counts.distinct == len(small.message_ids) == 20
         state = poll(session, small.url)
@@ -209,6 +211,29 @@ def test_feed_cursor_table(cursor: int, limit: int, seqs: list[int], missed: int
             feed.add({"n": n}, duplicate=False, received=0.0)
     entries, left_out = feed.after(cursor, limit)
     assert ([e.seq for e in entries], left_out) == (seqs, missed)
+
+
+@pytest.mark.parametrize(
+    "budget, weights, kept",
+    [
+        (None, [5, 5, 5], [0, 1, 2]),
+        (10, [5, 5, 5], [1, 2]),
+        (10, [3, 3, 3, 3], [1, 2, 3]),
+        (10, [20], [0]),  # the newest is kept even when it alone is over the budget
+        (10, [1, 20], [1]),
+        (1, [1, 1, 1], [2]),
+    ],
+)
+def test_recent_keeps_the_newest_within_a_budget_of_messages(
+    budget: Any, weights: list[int], kept: list[int]
+) -> None:
+    recent: Recent[int] = Recent(budget)
+    for n, weight in enumerate(weights):
+        recent.append(n, weight)
+    assert (list(recent), len(recent)) == (kept, len(kept))
+    recent.clear()
+    recent.append(9, 1)
+    assert list(recent) == [9]
 
 
 def test_feed_keeps_counting_across_a_clear() -> None:

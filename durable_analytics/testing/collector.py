@@ -10,14 +10,13 @@ import os
 import threading
 import time
 import traceback
-from collections import deque
 from typing import IO, Any, Callable, Optional, Union
 from urllib.parse import urlsplit
 
 from ..limits import DEFAULT_MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES
 from . import contract, debugger
 from .faults import Faults, scripted_outcome
-from .feed import DEFAULT_FEED_SIZE, Counts, Feed
+from .feed import DEFAULT_FEED_SIZE, Counts, Feed, Recent
 from .network import Network, NetworkState
 from .server import Handler, Server
 from .wire import Outcome, ReceivedRequest, Response, ResponseLike, as_response
@@ -36,9 +35,10 @@ class Collector:
     ``on_message``: called (in the server thread) with each accepted message.
     ``network``: hold every batch request for a round trip and fail a share of them at
     random (see :class:`Network`; :meth:`set_network` changes it while running).
-    ``keep``: remember only the latest ``keep`` requests, batches and messages (None: all of
-    them, as tests want; a long-running collector sets it to bound its memory). The counts
-    (:attr:`counts`, :attr:`duplicates`) stay exact either way.
+    ``keep``: remember only the latest ``keep`` messages, and the latest requests and batches
+    carrying up to ``keep`` messages in all (None: everything, as tests want; a long-running
+    collector sets it to bound its memory). The counts (:attr:`counts`, :attr:`duplicates`)
+    stay exact either way.
     ``debugger``: also serve the debugger page at ``/`` (see :mod:`.debugger`); it shows the
     latest ``keep`` accepted messages (1,000 when ``keep`` is None).
     """
@@ -69,9 +69,9 @@ class Collector:
         self._debugger = debugger
 
         self._cond = threading.Condition()  # guards everything received and the fault script
-        self._requests: deque[ReceivedRequest] = deque(maxlen=keep)
-        self._batches: deque[list[dict[str, Any]]] = deque(maxlen=keep)
-        self._messages: deque[dict[str, Any]] = deque(maxlen=keep)
+        self._requests: Recent[ReceivedRequest] = Recent(keep)
+        self._batches: Recent[list[dict[str, Any]]] = Recent(keep)
+        self._messages: Recent[dict[str, Any]] = Recent(keep)
         self._ids: set[str] = set()
         self._counts = Counts()
         self._feed = Feed(keep if keep is not None else DEFAULT_FEED_SIZE)
@@ -442,10 +442,10 @@ class Collector:
         received: float,
     ) -> None:
         with self._cond:
-            self._requests.append(request)
+            self._requests.append(request, max(1, len(contract.batch_of(request.payload) or ())))
             self._count(request.status)
             if accepted is not None:
-                self._batches.append(accepted)
+                self._batches.append(accepted, max(1, len(accepted)))
                 for message in accepted:
                     self._messages.append(message)
                     self._feed.add(message, duplicate=self._seen(message), received=received)

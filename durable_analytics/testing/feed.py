@@ -8,7 +8,9 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, Iterator, Optional, TypeVar
+
+T = TypeVar("T")
 
 DEFAULT_FEED_SIZE = 1000
 
@@ -29,6 +31,33 @@ class Counts:
     """Requests answered with a 4xx or 5xx status, injected faults included."""
     dropped: int = 0
     """Connections closed without an answer (an injected reset, or a stop while answering)."""
+
+
+class Recent(Generic[T]):
+    """Items in arrival order, forgetting the oldest once their weights (messages) pass
+    ``budget``; None keeps everything. Weighing requests and batches by the messages they
+    carry bounds memory by messages kept, whatever the batch sizes."""
+
+    def __init__(self, budget: Optional[int]) -> None:
+        self._items: deque[tuple[T, int]] = deque()
+        self._budget = budget
+        self._weight = 0
+
+    def append(self, item: T, weight: int = 1) -> None:
+        self._items.append((item, weight))
+        self._weight += weight
+        while self._budget is not None and self._weight > self._budget and len(self._items) > 1:
+            self._weight -= self._items.popleft()[1]
+
+    def clear(self) -> None:
+        self._items.clear()
+        self._weight = 0
+
+    def __iter__(self) -> Iterator[T]:
+        return (item for item, _ in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 @dataclass(frozen=True)
