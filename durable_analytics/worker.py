@@ -196,6 +196,7 @@ class Worker:
         self._wake_on_append = False
         retry_at = self._retry_at()
         if retry_at > now:
+            self.store.maintain(idle=True)  # appends go on: keep the WAL bounded
             return retry_at - now, "backoff"
         if self._full_batch:  # the last lease was full: no need to count what is waiting
             count, oldest = self.max_batch_messages, None
@@ -203,6 +204,7 @@ class Worker:
             count, oldest = self.store.ready_summary(self.max_batch_messages)
         if count == 0:
             self._wake_on_append = True
+            self.store.maintain(idle=True)  # give back what the last batches freed
             expiry = self.store.next_lease_expiry()
             if expiry is None:
                 return self.flush_interval, "idle"

@@ -153,6 +153,7 @@ def drain_queue(
     finally:
         if progress is not None:
             progress.clear()
+    store.maintain(idle=True)  # give the drained space back to the file system
     return _result(store, through, totals, started, stopped or "timeout", retry_in)
 
 

@@ -110,6 +110,10 @@ class Connection:
         except BaseException:
             conn.close()
             raise
+        if not conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone():
+            # A new file, before the switch to WAL (after it the setting is ignored): free
+            # pages can then be given back in small steps (see maintenance).
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={DURABILITY_MODES[self.durability]}")
         conn.execute(f"PRAGMA journal_size_limit={WAL_KEEP_BYTES}")
