@@ -179,7 +179,8 @@ def test_changing_queue_path_keeps_the_old_file(
         flush_interval=0.05,
         exit_timeout=0,
     ) as later:
-        assert later.stats().ready == 1
+        kept = later.stats()  # its worker may already hold it, or have delivered it
+        assert kept.ready + kept.leased + kept.delivered == 1
         assert configured.wait_for(2, timeout=10)
     assert configured.message_ids == {old, new}
 
