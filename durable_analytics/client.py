@@ -29,6 +29,7 @@ from .messages import (
     Timestamp,
     Track,
 )
+from .request_context import apply as _with_request_context
 from .result import CallResult, returned_message
 from .stored_ids import StoredIds
 
@@ -290,7 +291,7 @@ class Client:
         default) refused the message. Raises :class:`ValidationError` (nothing stored) for
         bad input and :class:`QueueError` when the file cannot take the message.
         """
-        encoded = self._encoder.encode(message)
+        encoded = self._encoder.encode(_with_request_context(message))
         if not self.config.send:
             log.debug("send=False: validated and discarded %s", encoded.message_id)
             return CallResult(True, returned_message(encoded.wire))

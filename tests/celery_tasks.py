@@ -1,0 +1,60 @@
+"""A Celery app for test_integration_celery.py: its worker runs as a real prefork process.
+
+Configured by the environment the test sets: the broker folder, the collector and the queue.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from celery import Celery
+
+import durable_analytics as analytics
+from durable_analytics.integrations.celery import setup
+
+BROKER_DIR = os.environ["DA_TEST_BROKER_DIR"]
+
+app = Celery("celery_tasks", broker="filesystem://")
+app.conf.update(
+    broker_transport_options={
+        "data_folder_in": BROKER_DIR,
+        "data_folder_out": BROKER_DIR,
+        "polling_interval": 0.05,
+    },
+    broker_connection_retry_on_startup=True,
+    task_ignore_result=True,
+    worker_prefetch_multiplier=1,
+    task_acks_late=False,
+)
+
+analytics.write_key = "celery-key"
+analytics.endpoint = os.environ["DA_TEST_ENDPOINT"]
+analytics.queue_path = os.environ["DA_TEST_QUEUE"]
+# Nothing is sent on a timer: what arrives was sent by a pool process as it exited, or found
+# on disk by another one (a process killed outright sends nothing itself).
+analytics.flush_at = 10_000
+analytics.flush_interval = 3600.0
+analytics.exit_timeout = 10.0
+
+setup(task_context=True)
+
+
+@app.task(name="record")
+def record(n: int) -> None:
+    analytics.track("worker-user", "Task Ran", {"n": n})
+
+
+@app.task(name="stuck", time_limit=1)
+def stuck(n: int) -> None:
+    """Records, then outlives its hard time limit: the pool kills its process."""
+    analytics.track("worker-user", "Task Stuck", {"n": n})
+    time.sleep(60)
+
+
+@app.task(name="killed")
+def killed(n: int) -> None:
+    """Records, then its process is killed outright (as by the kernel's OOM killer)."""
+    analytics.track("worker-user", "Task Killed", {"n": n})
+    os.kill(os.getpid(), signal.SIGKILL)
