@@ -34,6 +34,7 @@ def _table(stats: Any) -> str:
         ("leased", f"{stats.leased:,}"),
         ("dead-lettered", f"{stats.dead:,}"),
         ("dropped", f"{stats.dropped:,} (queue full, all time)"),
+        ("filtered", f"{stats.filtered:,} (by before_send, all time)"),
         ("delivered", f"{stats.delivered:,} (all time)"),
         ("queued bytes", f"{stats.queued_bytes:,}"),
         ("bytes on disk", f"{stats.file_bytes:,}"),

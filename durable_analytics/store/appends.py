@@ -52,6 +52,14 @@ class Appends(Connection):
         ids = self.append_many([(data, size)], now=now)
         return ids[0] if ids else None
 
+    def count_filtered(self, count: int = 1) -> None:
+        """Record that ``count`` messages were filtered out before being stored."""
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE state SET filtered = filtered + ? WHERE id = 0", (count,))
+
+        self._write(work)
+
     def append_many(
         self, items: Sequence[Tuple[str, int]], *, now: Optional[float] = None
     ) -> List[int]:

@@ -70,6 +70,8 @@ class Stats:
     oldest_age_seconds: Optional[float]
     last_error: Optional[str]
     retry_at: Optional[float]
+    filtered: int = 0
+    """Messages a ``before_send`` hook chose not to record, all time (not a loss)."""
 
     def as_dict(self) -> Dict[str, Any]:
         return {
@@ -78,6 +80,7 @@ class Stats:
             "leased": self.leased,
             "dead": self.dead,
             "dropped": self.dropped,
+            "filtered": self.filtered,
             "delivered": self.delivered,
             "queued_bytes": self.queued_bytes,
             "bytes": self.file_bytes,

@@ -15,7 +15,7 @@ from typing import Dict, Tuple
 
 from ..errors import QueueCorrupt, QueueError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # One row per lease: the messages with ids lo..hi belong to one taker until ``expires``. Leases
 # never overlap; a message is READY when no lease covers its id.
@@ -55,6 +55,7 @@ CREATE: Tuple[str, ...] = (
         id            INTEGER PRIMARY KEY CHECK (id = 0),
         seq           INTEGER NOT NULL DEFAULT 0,
         dropped       INTEGER NOT NULL DEFAULT 0,
+        filtered      INTEGER NOT NULL DEFAULT 0,
         delivered     INTEGER NOT NULL DEFAULT 0,
         retry_at      REAL    NOT NULL DEFAULT 0,
         failures      INTEGER NOT NULL DEFAULT 0,
@@ -72,6 +73,8 @@ UPGRADES: Dict[int, Tuple[str, ...]] = {
         "UPDATE messages SET status = 1, lease_owner = NULL, lease_expires = NULL WHERE status = 2",
         "DROP INDEX IF EXISTS messages_leased",
     ),
+    # Schema 3 counts the messages a before_send hook dropped (never stored, not lost).
+    2: ("ALTER TABLE state ADD COLUMN filtered INTEGER NOT NULL DEFAULT 0",),
 }
 
 _OURS = {"messages", "leases", "dead_letters", "state", "sqlite_sequence"}

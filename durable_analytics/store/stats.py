@@ -96,8 +96,8 @@ class Reads(Connection):
 
     def stats(self) -> Stats:
         with self._snapshot() as conn:
-            dropped, delivered, retry_at, last_error = conn.execute(
-                "SELECT dropped, delivered, retry_at, last_error FROM state"
+            dropped, filtered, delivered, retry_at, last_error = conn.execute(
+                "SELECT dropped, filtered, delivered, retry_at, last_error FROM state"
             ).fetchone()
             queued, total = conn.execute(
                 "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages"
@@ -118,6 +118,7 @@ class Reads(Connection):
             leased=leased,
             dead=dead,
             dropped=dropped,
+            filtered=filtered,
             delivered=delivered,
             queued_bytes=total + dead_bytes,
             file_bytes=file_bytes,
