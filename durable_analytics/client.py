@@ -11,14 +11,16 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from .config import DEFAULT_ENDPOINT, Config
 from .errors import ConfigError, ValidationError
+from .hooks import apply_before_send
 from .lifecycle import CLIENTS
 from .limits import MAX_REQUEST_BYTES
 from .messages import (
     Alias,
+    Encoded,
     Encoder,
     Group,
     Id,
@@ -288,10 +290,13 @@ class Client:
 
         Returns ``(success, message)`` as segment does, with ``.message_id``: ``success`` is
         False only when the queue is full and the overflow policy (``"drop_newest"``, the
-        default) refused the message. Raises :class:`ValidationError` (nothing stored) for
-        bad input and :class:`QueueError` when the file cannot take the message.
+        default) refused the message, or ``before_send`` dropped it. Raises
+        :class:`ValidationError` (nothing stored) for bad input and :class:`QueueError` when
+        the file cannot take the message.
         """
-        encoded = self._encoder.encode(_with_request_context(message))
+        encoded, wire = self._encode(message)
+        if encoded is None:
+            return CallResult(False, returned_message(wire))
         if not self.config.send:
             log.debug("send=False: validated and discarded %s", encoded.message_id)
             return CallResult(True, returned_message(encoded.wire))
@@ -307,6 +312,25 @@ class Client:
         elif not self._closed:
             self._ensure_worker().notify_append()
         return CallResult(True, returned_message(encoded.wire))
+
+    def _encode(self, message: Message) -> Tuple[Optional[Encoded], Dict[str, Any]]:
+        """Validate (with the request's context), let ``before_send`` decide, check the size.
+        ``(None, wire)``: the hook dropped the message (counted as filtered in the file)."""
+        encoder = self._encoder
+        hook = self.config.before_send
+        if hook is None:
+            encoded = encoder.encode(_with_request_context(message))
+            return encoded, encoded.wire
+        wire = encoder.to_wire(_with_request_context(message))
+        original = encoder.to_json(wire)
+        kept = apply_before_send(hook, wire, original, encoder.revalidate)
+        if kept is None:
+            log.debug("before_send dropped a %s message", message.type)
+            if self.store is not None:
+                self.store.count_filtered()
+            return None, wire
+        encoded = encoder.serialize(kept, original if kept is wire else None)
+        return encoded, encoded.wire
 
     # ----------------------------------------------------------------------------------------
     # Delivery control

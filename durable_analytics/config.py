@@ -345,6 +345,12 @@ class Config:
     on_delivery: Optional[Callable[..., Any]] = option(
         None, "on_delivery(messages) after each accepted batch", _callback
     )
+    before_send: Optional[Callable[..., Any]] = option(
+        None,
+        "before_send(message) -> message or None, before anything is stored: scrub or drop "
+        "what must never reach the disk; a failing hook keeps the message as it was",
+        _callback,
+    )
     default_context: Optional[Mapping[str, Any]] = option(
         None, "merged into every message's context; the call's context wins", _as_given
     )

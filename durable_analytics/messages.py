@@ -7,6 +7,7 @@ be represented raises an error naming where it is, instead of being dropped on t
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import decimal
 import enum
@@ -35,6 +36,7 @@ __all__ = [
     "Alias",
     "Encoded",
     "Encoder",
+    "from_wire",
     "normalize",
     "format_timestamp",
     "LIBRARY",
@@ -471,8 +473,11 @@ class Encoder:
         self.max_message_bytes = max_message_bytes
         self.default_context = _mapping(default_context, "default_context")
 
-    def to_wire(self, message: Message) -> Dict[str, Any]:
-        """The message as the server will see it (camelCase keys), without size check."""
+    def to_wire(self, message: Message, *, defaults: bool = True) -> Dict[str, Any]:
+        """The message as the server will see it (camelCase keys), without size check.
+
+        ``defaults=False`` leaves ``default_context`` out (a message that already went through
+        here once has it, or was deliberately changed to drop part of it)."""
         if not isinstance(message, Message) or not message.type:
             raise FieldTypeError(
                 "expected an Identify, Track, Page, Screen, Group or Alias message, "
@@ -496,7 +501,7 @@ class Encoder:
                 wire["anonymousId"] = anonymous_id
         self._specific(message, wire)
 
-        context = dict(self.default_context)
+        context = dict(self.default_context) if defaults else {}
         context.update(_mapping(message.context, "context"))
         selection = context.pop("integrations", None)
         integrations: Dict[str, Any] = {}
@@ -539,12 +544,27 @@ class Encoder:
 
     def encode(self, message: Message) -> Encoded:
         """Validate ``message`` and return its id and wire JSON; raise before anything is stored."""
-        wire = self.to_wire(message)
+        return self.serialize(self.to_wire(message))
+
+    def revalidate(self, wire: Mapping[str, Any]) -> Dict[str, Any]:
+        """A wire-form dict that code outside this module built or changed, checked by the
+        same rules as a call (raises :class:`ValidationError`, naming fields, not values)."""
+        return self.to_wire(from_wire(wire), defaults=False)
+
+    @staticmethod
+    def to_json(wire: Dict[str, Any]) -> str:
+        """A validated wire dict's compact JSON (no size check)."""
         try:
-            text = _DUMPS(wire)
+            return _DUMPS(wire)
         except ValueError:
             _find_bad_text(wire, "")
             raise
+
+    def serialize(self, wire: Dict[str, Any], text: Optional[str] = None) -> Encoded:
+        """A validated wire dict (and its JSON, if made already), size-checked against
+        ``max_message_bytes``."""
+        if text is None:
+            text = self.to_json(wire)
         try:
             size = len(text.encode("utf-8"))
         except UnicodeEncodeError:
@@ -552,10 +572,53 @@ class Encoder:
             raise
         if size > self.max_message_bytes:
             raise MessageTooLarge(
-                f"{message.type} message is {size:,} bytes, over the "
+                f"{wire['type']} message is {size:,} bytes, over the "
                 f"{self.max_message_bytes:,}-byte "
                 "limit (max_message_bytes): send fewer or shorter properties/traits",
                 size=size,
                 limit=self.max_message_bytes,
             )
         return Encoded(wire["messageId"], text, size, wire)
+
+
+_KINDS = {kind.type: kind for kind in (Identify, Track, Page, Screen, Group, Alias)}
+# Wire name -> field name, for the fields a message may carry.
+_WIRE_FIELDS = {
+    "userId": "user_id",
+    "anonymousId": "anonymous_id",
+    "context": "context",
+    "integrations": "integrations",
+    "timestamp": "timestamp",
+    "messageId": "message_id",
+    "event": "event",
+    "properties": "properties",
+    "name": "name",
+    "category": "category",
+    "groupId": "group_id",
+    "traits": "traits",
+    "previousId": "previous_id",
+}
+
+
+def from_wire(wire: Mapping[str, Any]) -> Message:
+    """The typed message a wire-form dict describes: the inverse of :meth:`Encoder.to_wire`."""
+    if not isinstance(wire, Mapping):
+        raise FieldTypeError(f"expected a message dict, got {type(wire).__name__}")
+    kind = _KINDS.get(wire.get("type"))  # type: ignore[arg-type]
+    if kind is None:
+        raise ValidationError(f"type: use one of {', '.join(_KINDS)}")
+    allowed = {f.name for f in dataclasses.fields(kind)}
+    values: Dict[str, Any] = {}
+    unknown = []
+    for key, value in wire.items():
+        name = _WIRE_FIELDS.get(key)
+        if name in allowed:
+            values[name] = value
+        elif key != "type":
+            unknown.append(key)
+    if unknown:
+        raise ValidationError(
+            f"{kind.type}: unknown field(s) {', '.join(sorted(map(str, unknown)))}; "
+            "put custom data in properties, traits or context"
+        )
+    return kind(**values)

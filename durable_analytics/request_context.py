@@ -39,6 +39,7 @@ log = logging.getLogger("durable_analytics")
 #: costs a session lookup that requests which record nothing should not pay for.
 UserIdSource = Union[Id, Callable[[], Optional[Id]], None]
 
+
 class RequestContext:
     """The context of one request or task. Mutable only through :func:`set_user_id`."""
 

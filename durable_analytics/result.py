@@ -2,8 +2,9 @@
 
 ``success, msg = analytics.track(...)`` works as it does with segment, and
 ``analytics.track(...).message_id`` gives the id without unpacking. ``success`` is False only
-when the message was not stored (the queue was full); ``msg`` is the message as it will be
-sent, with the keys segment's dict has (``None`` for an id or page name not given).
+when the message was not stored (the queue was full, or ``before_send`` dropped it); ``msg``
+is the message as it will be sent, with the keys segment's dict has (``None`` for an id or
+page name not given).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ class CallResult(Tuple[bool, Dict[str, Any]]):
 
     @property
     def success(self) -> bool:
-        """True when the message was stored (False: the queue was full; nothing stored)."""
+        """True when the message was stored (False: the queue was full, or ``before_send``
+        dropped it; nothing stored)."""
         return self[0]
 
     @property

@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import Any, List
 
 import pytest
+from conftest import FAST_RETRY
 
 from durable_analytics import Client
 from durable_analytics.aio import AsyncClient
 from durable_analytics.request_context import RequestContext, bound
 from durable_analytics.testing import Collector
-
-from conftest import FAST_RETRY
 
 
 @pytest.fixture

@@ -53,7 +53,9 @@ def context_from_scope(scope: Scope, user_id: UserIdOf = scope_user_id) -> Reque
     host = headers.get("host")
     if host is None and scope.get("server"):
         server_host, port = scope["server"]
-        host = server_host if port in (None, _DEFAULT_PORTS.get(scheme)) else f"{server_host}:{port}"
+        host = (
+            server_host if port in (None, _DEFAULT_PORTS.get(scheme)) else f"{server_host}:{port}"
+        )
     path = scope.get("path") or "/"
     query = (scope.get("query_string") or b"").decode("latin-1")
     search = f"?{query}" if query else None

@@ -7,8 +7,9 @@ Every call commits its message to the queue file before it returns, so a task ki
 hard time limit, or a pool process that dies, loses nothing: the message waits on disk for
 the next process's worker. Each prefork pool process gets its own delivery thread after the
 fork. A pool process leaves through ``os._exit`` (no ``atexit``): ``setup`` connects
-``worker_process_shutdown`` so that it first gives its clients their bounded exit shutdown
-(``exit_timeout``). With ``task_context=True`` each call made by a task carries
+``worker_process_shutdown`` so that one leaving normally first gives its clients their bounded
+exit shutdown (``exit_timeout``); one being terminated leaves its messages to the others.
+With ``task_context=True`` each call made by a task carries
 ``context.celery = {"task": name, "taskId": id}``.
 """
 
@@ -30,12 +31,19 @@ CONTEXT_KEY = "celery"
 _TOKENS: Dict[str, Any] = {}
 
 
-def _process_shutdown(**_: Any) -> None:
-    _shutdown_at_exit()
+def _process_shutdown(exitcode: Any = 0, **_: Any) -> None:
+    """A pool process leaving normally (warm shutdown, ``max_tasks_per_child``) delivers what
+    it can within ``exit_timeout``. One being terminated (a hard time limit: SIGTERM, then
+    SIGKILL 0.1 s later) must not linger: killed later, in the middle of its death notice to
+    the pool, it would leave the pool's shared pipe locked. Its messages are on disk."""
+    if not exitcode:
+        _shutdown_at_exit()
 
 
 def _task_prerun(task_id: str = "", task: Any = None, **_: Any) -> None:
-    context = RequestContext(extra={CONTEXT_KEY: {"task": getattr(task, "name", None), "taskId": task_id}})
+    context = RequestContext(
+        extra={CONTEXT_KEY: {"task": getattr(task, "name", None), "taskId": task_id}}
+    )
     _TOKENS[task_id] = activate(context)
 
 
