@@ -14,21 +14,25 @@ from celery import Celery
 import durable_analytics as analytics
 from durable_analytics.integrations.celery import setup
 
-BROKER_DIR = os.environ["DA_TEST_BROKER_DIR"]
 
-app = Celery("celery_tasks", broker="filesystem://")
-app.conf.update(
-    broker_transport_options={
-        "data_folder_in": BROKER_DIR,
-        "data_folder_out": BROKER_DIR,
-        "control_folder": os.path.join(BROKER_DIR, "control"),
-        "polling_interval": 0.05,
-    },
-    broker_connection_retry_on_startup=True,
-    task_ignore_result=True,
-    worker_prefetch_multiplier=1,
-    task_acks_late=False,
-)
+def make_app(broker_dir: str) -> Celery:
+    """The app on a filesystem broker in ``broker_dir`` (the test sends with one too)."""
+    app = Celery("celery_tasks", broker="filesystem://")
+    app.conf.update(
+        broker_transport_options={
+            "data_folder_in": broker_dir,
+            "data_folder_out": broker_dir,
+            "control_folder": os.path.join(broker_dir, "control"),
+            "polling_interval": 0.05,
+        },
+        broker_connection_retry_on_startup=True,
+        task_ignore_result=True,
+        worker_prefetch_multiplier=1,
+    )
+    return app
+
+
+app = make_app(os.environ["DA_TEST_BROKER_DIR"])
 
 analytics.write_key = "celery-key"
 analytics.endpoint = os.environ["DA_TEST_ENDPOINT"]

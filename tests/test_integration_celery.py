@@ -48,11 +48,8 @@ WORKER = [
 
 
 @pytest.fixture
-def worker_env(
-    tmp_path: Path, collector: Collector, child_env: dict, monkeypatch: pytest.MonkeyPatch
-) -> dict:
-    """The settings tests/celery_tasks.py reads, for the worker and for this process (which
-    only sends tasks)."""
+def worker_env(tmp_path: Path, collector: Collector, child_env: dict) -> dict:
+    """The settings tests/celery_tasks.py reads, for the worker."""
     broker = tmp_path / "broker"
     broker.mkdir()
     settings = dict(
@@ -60,9 +57,6 @@ def worker_env(
         DA_TEST_ENDPOINT=collector.url,
         DA_TEST_QUEUE=str(tmp_path / "queue.sqlite3"),
     )
-    for name, value in settings.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.syspath_prepend(str(HERE))
     env = dict(child_env, **settings)
     env["PYTHONPATH"] = f"{HERE}{os.pathsep}{env['PYTHONPATH']}"
     return env
@@ -92,7 +86,16 @@ def worker(worker_env: dict, tmp_path: Path) -> Iterator[Tuple[subprocess.Popen,
 def test_prefork_worker_loses_nothing(
     worker: Tuple[subprocess.Popen, Path], worker_env: dict, collector: Collector
 ) -> None:
-    import celery_tasks
+    from celery import Celery
+
+    # This process only sends: tasks by name, on the same broker, without the app's module
+    # (importing it would configure this process's module-level analytics settings).
+    sender = Celery("sender", broker="filesystem://")
+    sender.conf.broker_transport_options = {
+        "data_folder_in": worker_env["DA_TEST_BROKER_DIR"],
+        "data_folder_out": worker_env["DA_TEST_BROKER_DIR"],
+        "control_folder": str(Path(worker_env["DA_TEST_BROKER_DIR"]) / "control"),
+    }
 
     process, log_path = worker
     queue = Path(worker_env["DA_TEST_QUEUE"])
@@ -110,12 +113,12 @@ def test_prefork_worker_loses_nothing(
     def log_says(text: str) -> bool:
         return text in log_path.read_text()
 
-    celery_tasks.stuck.delay(0)
+    sender.send_task("stuck", args=[0])
     assert wait_until(lambda: log_says("SoftTimeLimitExceeded"), 30), log_path.read_text()
-    celery_tasks.killed.delay(1)
+    sender.send_task("killed", args=[1])
     assert wait_until(lambda: log_says("signal 9 (SIGKILL)"), 30), log_path.read_text()
     for n in range(2, 8):
-        celery_tasks.record.delay(n)
+        sender.send_task("record", args=[n])
     # Nothing was sent yet: everything waits on disk, the two dead tasks' messages too.
     assert wait_until(lambda: stored() == 8, 30), (stored(), collector.messages)
     assert collector.messages == []
