@@ -63,8 +63,9 @@ def test_the_six_calls_are_delivered(make_async: Any, collector: Collector) -> N
             assert (await client.stats()).ready == 0
         return ids
 
-    ids = asyncio.run(main())
-    assert [m["messageId"] for m in collector.messages] == ids
+    results = asyncio.run(main())
+    assert all(result.success for result in results)
+    assert [m["messageId"] for m in collector.messages] == [r.message_id for r in results]
     assert [m["type"] for m in collector.messages] == [
         "identify",
         "track",
@@ -90,7 +91,7 @@ def test_where_a_call_runs(
     async def main() -> Any:
         client = make_async(**options)
         with bound(RequestContext(path="/async", user_id=user)):
-            message_id = await client.track(None, "E")
+            message_id = (await client.track(None, "E")).message_id
         assert await client.flush()
         return threading.get_ident(), message_id
 
@@ -127,7 +128,7 @@ def test_cancelled_mid_flush_the_messages_stay_and_are_delivered_later(
 
     async def main() -> None:
         client = make_async()
-        ids = {await client.track("u", "E", {"n": n}) for n in range(5)}
+        ids = {(await client.track("u", "E", {"n": n})).message_id for n in range(5)}
         flush = asyncio.ensure_future(client.flush(timeout=30))
         while not collector.requests:  # the flush is on the wire, being refused
             await asyncio.sleep(0.01)

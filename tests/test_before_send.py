@@ -27,10 +27,10 @@ def test_scrub_and_drop(make_client: Callable[..., Client], collector: Collector
 
     client = make_client(before_send=scrub)
     props = {"email": SECRET, "plan": "pro"}
-    kept = client.track("u", "Signed Up", props)
+    kept = client.track("u", "Signed Up", props).message_id
     dropped = client.track("u", "Internal Ping")
-    identify = client.identify("u", {"name": "Ann"})
-    assert dropped is None
+    identify = client.identify("u", {"name": "Ann"}).message_id
+    assert dropped.success is False and dropped.message["event"] == "Internal Ping"
     assert props == {"email": SECRET, "plan": "pro"}  # the caller's dict is not touched
     assert client.flush()
     assert [m["messageId"] for m in collector.messages] == [kept, identify]
@@ -55,7 +55,9 @@ def test_a_changed_message_is_validated_again(
         return message
 
     client = make_client(before_send=change)
-    ids = [client.track("u", name, {"k": SECRET}) for name in ("Rename", "Break", "Extra")]
+    ids = [
+        client.track("u", name, {"k": SECRET}).message_id for name in ("Rename", "Break", "Extra")
+    ]
     assert client.flush()
     by_id = {m["messageId"]: m for m in collector.messages}
     assert by_id[ids[0]]["event"] == "Renamed" and by_id[ids[0]]["userId"] == "42"
@@ -75,7 +77,7 @@ def test_a_raising_hook_keeps_the_message_and_logs_no_content(
 
     client = make_client(before_send=broken)
     with caplog.at_level(logging.ERROR, logger="durable_analytics"):
-        message_id = client.track("u", "E", {"secret": SECRET})
+        message_id = client.track("u", "E", {"secret": SECRET}).message_id
     assert client.flush()
     (message,) = collector.messages
     assert message["messageId"] == message_id
@@ -90,14 +92,14 @@ def test_it_runs_before_the_size_check(make_client: Callable[..., Client]) -> No
         return message
 
     big = {"blob": "x" * 40_000}
-    assert make_client(before_send=shrink).track("u", "Big", big)
+    assert make_client(before_send=shrink).track("u", "Big", big).success
     with pytest.raises(MessageTooLarge):
         make_client(before_send=lambda m: m).track("u", "Big", big)
 
 
 def test_without_send_it_still_runs(make_client: Callable[..., Client]) -> None:
     client = make_client(send=False, before_send=lambda m: None)
-    assert client.track("u", "E") is None
+    assert client.track("u", "E").success is False
 
 
 def test_it_must_be_callable() -> None:
@@ -116,8 +118,8 @@ def test_module_level_before_send(
     ).items():
         monkeypatch.setattr(durable_analytics, name, value)
     try:
-        assert durable_analytics.track("u", "Drop") is None
-        kept = durable_analytics.track("u", "Keep")
+        assert durable_analytics.track("u", "Drop").success is False
+        kept = durable_analytics.track("u", "Keep").message_id
         assert durable_analytics.flush()
         assert [m["messageId"] for m in collector.messages] == [kept]
         assert durable_analytics.default_client.stats().filtered == 1

@@ -41,7 +41,7 @@ class HeaderAuth(AuthenticationBackend):
 
 def starlette_app(client: Client) -> Starlette:
     async def buy(request: Request) -> PlainTextResponse:
-        message_id = client.track(None, "Bought", anonymous_id="anon-1")
+        message_id = client.track(None, "Bought", anonymous_id="anon-1").message_id
         return PlainTextResponse(str(message_id))
 
     return Starlette(
@@ -91,11 +91,11 @@ def test_fastapi_sync_and_async_endpoints(
 
     @app.get("/async")
     async def in_loop() -> dict:
-        return {"id": client.page(None, name="Async", context={"locale": "fr"})}
+        return {"id": client.page(None, name="Async", context={"locale": "fr"}).message_id}
 
     @app.get("/sync")
     def in_thread() -> dict:  # FastAPI runs it in a thread pool, in a copy of the context
-        return {"id": client.track(None, "Sync")}
+        return {"id": client.track(None, "Sync").message_id}
 
     with FastAPITestClient(app) as http:
         ids = [http.get(path).json()["id"] for path in ("/async", "/sync")]
@@ -124,7 +124,7 @@ def test_concurrent_requests_never_see_each_others_context(
             everyone_in.set()
         await everyone_in.wait()
         await asyncio.sleep(0)
-        message_id = client.track(None, "Seen", {"n": request.query_params["n"]})
+        message_id = client.track(None, "Seen", {"n": request.query_params["n"]}).message_id
         return PlainTextResponse(message_id)
 
     app = AnalyticsMiddleware(

@@ -21,11 +21,13 @@ from durable_analytics.testing import Collector  # noqa: E402
 
 
 def buy(request: Any) -> HttpResponse:
-    return HttpResponse(durable_analytics.track(None, "Bought", anonymous_id="anon"))
+    return HttpResponse(durable_analytics.track(None, "Bought", anonymous_id="anon").message_id)
 
 
 async def async_buy(request: Any) -> HttpResponse:
-    return HttpResponse(durable_analytics.track(None, "Bought Async", anonymous_id="anon"))
+    return HttpResponse(
+        durable_analytics.track(None, "Bought Async", anonymous_id="anon").message_id
+    )
 
 
 urlpatterns = [path("buy", buy), path("abuy", async_buy)]
@@ -130,7 +132,7 @@ def test_forked_workers_each_deliver(site: Collector) -> None:
     thread), then forks; each child serves a request and delivers from its own process."""
     from django.test import Client as DjangoClient
 
-    before = durable_analytics.track("parent", "Before Fork")
+    before = durable_analytics.track("parent", "Before Fork").message_id
     children = []
     for n in range(2):
         pid = os.fork()

@@ -24,12 +24,12 @@ def test_request_context_and_user_reach_the_collector(
 
     @app.route("/cart")
     def cart() -> str:
-        return client.track(None, "Cart Viewed", anonymous_id="a-1")
+        return client.track(None, "Cart Viewed", anonymous_id="a-1").message_id
 
     @app.route("/login", methods=["POST"])
     def login() -> str:
         set_user_id("new-user")  # logged in during this request
-        return client.identify(None, {"plan": "pro"})
+        return client.identify(None, {"plan": "pro"}).message_id
 
     http = app.test_client()
     viewed = http.get(
@@ -69,7 +69,7 @@ def test_app_config_gives_the_app_its_own_client(collector: Collector, tmp_path:
 
     @app.route("/")
     def index() -> str:
-        return analytics.client.page(None, name="Home", anonymous_id="a")
+        return analytics.client.page(None, name="Home", anonymous_id="a").message_id
 
     try:
         message_id = app.test_client().get("/", headers={"User-Agent": "UA"}).text
@@ -108,7 +108,7 @@ def test_flask_login_user_is_used_when_the_app_has_flask_login(
         flask_login.login_user(User("login-7"))
         return "ok"
 
-    app.add_url_rule("/", "i", lambda: client.track(None, "E", anonymous_id="a"))
+    app.add_url_rule("/", "i", lambda: client.track(None, "E", anonymous_id="a").message_id)
     http = app.test_client()
     before = http.get("/").text
     http.get("/login")
