@@ -19,7 +19,7 @@ from typing import Any, Dict
 
 from celery import signals
 
-from ..client import _shutdown_at_exit
+from ..lifecycle import shutdown_all
 from ..request_context import RequestContext, activate, deactivate
 
 __all__ = ["setup", "CONTEXT_KEY"]
@@ -37,7 +37,7 @@ def _process_shutdown(exitcode: Any = 0, **_: Any) -> None:
     SIGKILL 0.1 s later) must not linger: killed later, in the middle of its death notice to
     the pool, it would leave the pool's shared pipe locked. Its messages are on disk."""
     if not exitcode:
-        _shutdown_at_exit()
+        shutdown_all()
 
 
 def _task_prerun(task_id: str = "", task: Any = None, **_: Any) -> None:
