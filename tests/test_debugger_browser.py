@@ -205,3 +205,23 @@ def test_thousands_of_events_leave_the_table_bounded(
     assert 0 < rows(page).count() <= 500
     for text in rows(page).locator("td:nth-child(4)").all_inner_texts():
         assert text == "user-49"
+
+
+def test_a_narrow_window_keeps_the_page_within_it(
+    browser: Any, collector: Collector, make_client: Callable[..., Client]
+) -> None:
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport={"width": 700, "height": 700})
+    try:
+        tab = context.new_page()
+        tab.goto(collector.url + "/")
+        ids = send_some(make_client)
+        expect(rows(tab)).to_have_count(4)
+        assert tab.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        rows(tab).filter(has_text="Pricing").click()
+        expect(tab.locator("#json")).to_contain_text(ids["pricing"])
+        expect(tab.locator("#detail")).to_be_in_viewport()
+        assert tab.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    finally:
+        context.close()
