@@ -7,8 +7,8 @@ bound. The only thing that ends a blocked socket call from outside is the socket
 a watchdog thread shuts down the connection's socket when the deadline passes; the blocked
 call then fails at once and the request ends as a network error.
 
-The connection is found through urllib3's documented extension points: the pool classes of a
-``PoolManager`` and the ``ConnectionCls`` of a pool. A connection registers its socket with
+The connection is found through urllib3's extension points: the pool classes of a
+``PoolManager`` and the ``ConnectionCls`` of a pool. A connection registers its sockets with
 the cutoff of the request running in its thread.
 """
 
@@ -109,10 +109,10 @@ def _cut(sock: socket.socket) -> None:
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
-def _watch_current(connection: Any) -> None:
+def _watch_socket(sock: Optional[socket.socket]) -> None:
     active: Optional[Cutoff] = getattr(_current, "cutoff", None)
     if active is not None:
-        active.watch(getattr(connection, "sock", None))
+        active.watch(sock)
 
 
 class _Watchdog:
@@ -159,24 +159,32 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_WATCHDOG.reset)
 
 
-class _WatchedHTTPConnection(HTTPConnection):
+class _Watched:
+    """Registers the connection's socket with the request's cutoff: the new socket (the
+    connect), the connected one (a TLS socket is a new object), and a kept-alive one when it
+    is reused. During a TLS handshake neither object can be cut (the plain socket has handed
+    its descriptor over): the handshake is bounded by the connect timeout of each read."""
+
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()  # type: ignore[misc]
+        _watch_socket(sock)
+        return sock
+
     def connect(self) -> None:
-        super().connect()
-        _watch_current(self)
-
-    def request(self, *args: Any, **kwargs: Any) -> None:  # a kept-alive connection
-        _watch_current(self)
-        super().request(*args, **kwargs)
-
-
-class _WatchedHTTPSConnection(HTTPSConnection):
-    def connect(self) -> None:
-        super().connect()
-        _watch_current(self)
+        super().connect()  # type: ignore[misc]
+        _watch_socket(getattr(self, "sock", None))
 
     def request(self, *args: Any, **kwargs: Any) -> None:
-        _watch_current(self)
-        super().request(*args, **kwargs)
+        _watch_socket(getattr(self, "sock", None))
+        super().request(*args, **kwargs)  # type: ignore[misc]
+
+
+class _WatchedHTTPConnection(_Watched, HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
+    pass
 
 
 class _WatchedHTTPPool(HTTPConnectionPool):

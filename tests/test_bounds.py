@@ -6,6 +6,8 @@ The deadlines here are real (they are the feature) but small, and asserted with 
 
 from __future__ import annotations
 
+import shutil
+import ssl
 import subprocess
 import sys
 import threading
@@ -45,6 +47,30 @@ def test_a_trickled_answer_is_cut_at_the_request_deadline() -> None:
     assert outcome.kind is Kind.TRANSIENT
     assert "deadline" in outcome.reason
     assert elapsed < 0.3 + 2.0  # each byte came within the read timeout: only a cut ends it
+
+
+def test_a_trickled_answer_over_tls_is_cut_too(tmp_path: Path) -> None:
+    """The default endpoint is https: the cut must reach through the TLS socket."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    with TrickleServer(byte_every=SLOW, tls=context) as server:
+        transport = Transport("k", server.url, timeout=0.5, verify=str(cert))
+        started = time.monotonic()
+        outcome = transport.send(['{"messageId":"m1"}'])
+        elapsed = time.monotonic() - started
+        transport.close()
+    assert outcome.kind is Kind.TRANSIENT and "deadline" in outcome.reason
+    assert elapsed < 0.5 + 2.0
+    assert len(server.seen) == 1  # the request went through TLS, the answer trickled
 
 
 def test_a_cut_in_the_middle_of_the_headers_is_no_answer() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ class TrickleServer:
     status: int = 200
     body_bytes: int = 200
     read_body: bool = True
+    tls: Optional[ssl.SSLContext] = None  # serve https with this server context
     seen: List[Seen] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -38,7 +40,8 @@ class TrickleServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self._sock.getsockname()[1]}"
 
     def close(self) -> None:
         self._stop.set()
@@ -59,6 +62,11 @@ class TrickleServer:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
+        if self.tls is not None:
+            try:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            except OSError:
+                return
         with conn:
             while not self._stop.is_set():
                 request = self._read(conn)
