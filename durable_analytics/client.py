@@ -99,11 +99,17 @@ class Client:
             self.store = MessageStore.open(
                 config.queue_path,
                 config.write_key,
+                config.endpoint,
                 durability=config.durability,
                 max_queue_bytes=config.max_queue_bytes,
                 max_queue_messages=config.max_queue_messages,
                 overflow=config.overflow,
             )
+            try:
+                self.store.claim(config.endpoint, config.write_key)
+            except ConfigError:
+                self.store.close()
+                raise
             self.queue_path = self.store.file
             self._stored = StoredIds(self.store.first_pending_id)
             self._ensure_worker()

@@ -72,7 +72,7 @@ _FIGURES: Dict[str, _Figure] = {
         "When senders may try again after a failure (Unix time); 0 when they need not wait.",
     ),
 }
-_NOT_EXPORTED = {"path", "last_error"}
+_NOT_EXPORTED = {"path", "last_error", "endpoint", "max_queue_messages", "max_queue_bytes"}
 
 
 def metric_families(all_stats: Iterable[Any]) -> List[Family]:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Union
 
+from .config import DEFAULT_ENDPOINT
 from .errors import ConfigError, QueueError
 
 __all__ = ["data_dir", "default_queue_path", "prepare_queue_path"]
@@ -31,9 +32,12 @@ def data_dir() -> Path:
     return Path(base) / APP_DIR
 
 
-def default_queue_path(write_key: str) -> Path:
-    """One file per write key, named by a hash so the key itself never reaches the disk."""
-    digest = hashlib.sha256(write_key.encode("utf-8")).hexdigest()[:16]
+def default_queue_path(write_key: str, endpoint: Optional[str] = None) -> Path:
+    """One file per destination (write key and endpoint), named by a hash so the key itself
+    never reaches the disk. Segment's own endpoint keeps the name a file for the write key
+    alone had, so files written before the endpoint was part of the name are still found."""
+    named = write_key if endpoint in (None, DEFAULT_ENDPOINT) else f"{write_key}\n{endpoint}"
+    digest = hashlib.sha256(named.encode("utf-8")).hexdigest()[:16]
     return data_dir() / f"queue-{digest}.sqlite3"
 
 
@@ -67,14 +71,17 @@ def _check_not_foreign_symlink(path: Path) -> None:
                 )
 
 
-def prepare_queue_path(queue_path: Optional[Union[str, os.PathLike]], write_key: str) -> Path:
-    """Resolve ``queue_path`` (or the default for ``write_key``) and make it safe to open.
+def prepare_queue_path(
+    queue_path: Optional[Union[str, os.PathLike]], write_key: str, endpoint: Optional[str] = None
+) -> Path:
+    """Resolve ``queue_path`` (or the default for ``write_key`` and ``endpoint``) and make it
+    safe to open.
 
     The directory is created 0700 when missing and the file 0600 when new; an existing file's
     mode is left as its owner set it.
     """
     if queue_path is None:
-        path = default_queue_path(write_key)
+        path = default_queue_path(write_key, endpoint)
     else:
         path = Path(os.fspath(queue_path)).expanduser()
         if not path.name or path.is_dir():

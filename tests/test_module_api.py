@@ -134,22 +134,43 @@ def test_segment_setting_names(configured: Collector) -> None:
     assert [r.gzip for r in configured.requests] == [False]
 
 
-def test_changing_host_moves_delivery_and_loses_nothing(
-    configured: Collector, queue_file: Path
+def test_changing_host_uses_that_hosts_own_file_and_nothing_goes_astray(
+    collector: Collector, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    analytics.write_key = "module-key"
+    analytics.host = collector.url
+    analytics.flush_interval = 60.0
     before = analytics.track("u", "before").message_id
-    first_client = analytics.default_client
+    first_file = analytics.default_client.queue_path
     with Collector() as second:
         analytics.host = second.url
         assert analytics.default_client is None  # retired, not silently kept
         after = analytics.track("u", "after").message_id
-        assert analytics.default_client is not first_client
         assert analytics.default_client.endpoint == second.url
-        assert analytics.default_client.queue_path == queue_file
+        assert analytics.default_client.queue_path != first_file
         assert analytics.flush() is True
-        assert after in second.message_ids
-        assert configured.message_ids | second.message_ids == {before, after}
-        assert configured.duplicates + second.duplicates == 0
+        assert second.message_ids == {after}
+    analytics.host = collector.url  # the first host's client finds its file again
+    again = analytics.track("u", "again").message_id
+    assert analytics.default_client.queue_path == first_file
+    assert analytics.flush() is True
+    assert collector.message_ids == {before, again}
+
+
+def test_changing_host_on_an_explicit_file_is_refused_at_the_next_call(
+    configured: Collector, queue_file: Path
+) -> None:
+    before = analytics.track("u", "before").message_id
+    with Collector() as second:
+        analytics.host = second.url
+        with pytest.raises(ConfigError, match="belongs to one destination"):
+            analytics.track("u", "after")
+        assert second.requests == []
+    analytics.host = configured.url
+    again = analytics.track("u", "again").message_id
+    assert analytics.flush() is True
+    assert configured.message_ids == {before, again}
 
 
 def test_changing_a_setting_takes_effect(configured: Collector) -> None:

@@ -13,16 +13,19 @@ from ..client import MAX_REQUEST_BYTES
 from ..retry import RetryPolicy
 from ..store import MessageStore
 from .options import (
+    ENV_ENDPOINT,
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_STATUS_HELP,
+    CommandError,
     add_command,
     positive_float,
     positive_int,
     resolve_endpoint,
     resolve_queue,
     resolve_write_key,
+    setting,
     shared_options,
 )
 from .output import LOG_HANDLER, PROGRESS_EVERY, Progress, age, print_json, setup_logging
@@ -244,6 +247,20 @@ def _batches(sizes: Sequence[int]) -> int:
     return batches + (1 if count else 0)
 
 
+def _destination(args: argparse.Namespace, store: MessageStore, endpoint: str) -> str:
+    """The file's own endpoint: its messages go nowhere else (see store/destination.py)."""
+    recorded = store.destination().endpoint
+    if recorded is None or recorded == endpoint:
+        return endpoint
+    explicit, source = setting(getattr(args, "endpoint", None), "--endpoint", ENV_ENDPOINT)
+    if explicit is None:
+        return recorded
+    raise CommandError(
+        f"{store.file} holds messages for {recorded}, not for {endpoint} (set by {source}): "
+        f"drop --endpoint to send them to {recorded}"
+    )
+
+
 def cmd_drain(args: argparse.Namespace) -> int:
     setup_logging(args.quiet)
     write_key = resolve_write_key(args, required=not args.dry_run)
@@ -251,6 +268,7 @@ def cmd_drain(args: argparse.Namespace) -> int:
     path = resolve_queue(args, write_key, must_exist=True)
     store = MessageStore.open(path)
     try:
+        endpoint = _destination(args, store, endpoint)
         if args.dry_run:
             return _dry_run(args, store, endpoint)
         assert write_key is not None

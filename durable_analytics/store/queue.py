@@ -20,11 +20,14 @@ from ..paths import prepare_queue_path
 from .appends import OVERFLOW_POLICIES, Appends
 from .connection import BUSY_TIMEOUT, DURABILITY_MODES
 from .dead_letters import DeadLetters
+from .destination import Bounds, Destination, claim, read
 from .maintenance import Maintenance
 from .persist_queue import PersistQueueSurface
 from .schema import CREATE
 from .settle import Settle
 from .stats import Reads
+
+DEFAULT_BOUNDS = Bounds(None, DEFAULT_MAX_QUEUE_BYTES)
 
 
 def _check_options(
@@ -89,7 +92,23 @@ class MessageStore(
         cls,
         queue_path: Optional[Union[str, os.PathLike]] = None,
         write_key: str = "",
+        endpoint: Optional[str] = None,
         **options: Any,
     ) -> MessageStore:
-        """Open (creating if needed, 0600 in a 0700 directory) the queue for ``write_key``."""
-        return cls(prepare_queue_path(queue_path, write_key), **options)
+        """Open (creating if needed, 0600 in a 0700 directory) the queue for ``write_key``
+        and ``endpoint`` (the default file is per destination)."""
+        return cls(prepare_queue_path(queue_path, write_key, endpoint), **options)
+
+    def claim(self, endpoint: Optional[str], write_key: Optional[str]) -> None:
+        """Bind the file to this destination and take the file's bounds (see
+        ``destination.py``); ``ConfigError`` if it belongs to another, or has other bounds."""
+        wanted = Bounds(self.max_queue_messages, self.max_queue_bytes)
+        bounds = self._write(
+            lambda conn: claim(conn, self.file, endpoint, write_key, wanted, DEFAULT_BOUNDS)
+        )
+        self.max_queue_messages, self.max_queue_bytes = bounds
+
+    def destination(self) -> Destination:
+        """Where this file's messages go and its bounds, as recorded in the file."""
+        with self._snapshot() as conn:
+            return read(conn)

@@ -72,6 +72,10 @@ class Stats:
     retry_at: Optional[float]
     filtered: int = 0
     """Messages a ``before_send`` hook chose not to record, all time (not a loss)."""
+    # The file's destination and bounds (destination.py): the same for every client.
+    endpoint: Optional[str] = None
+    max_queue_messages: Optional[int] = None
+    max_queue_bytes: Optional[int] = None
 
     def as_dict(self) -> Dict[str, Any]:
         return {
@@ -87,4 +91,7 @@ class Stats:
             "oldest_age_seconds": self.oldest_age_seconds,
             "last_error": self.last_error,
             "retry_at": self.retry_at,
+            "endpoint": self.endpoint,
+            "max_queue_messages": self.max_queue_messages,
+            "max_queue_bytes": self.max_queue_bytes,
         }

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Dict, Tuple
 
 from ..errors import QueueCorrupt, QueueError
+from .destination import TABLE as _DESTINATION
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # One row per lease: the messages with ids lo..hi belong to one taker until ``expires``. Leases
 # never overlap; a message is READY when no lease covers its id.
@@ -62,6 +63,8 @@ CREATE: Tuple[str, ...] = (
         last_error    TEXT
     )""",
     "INSERT OR IGNORE INTO state (id) VALUES (0)",
+    # Where the file's messages go, and its bounds: see destination.py.
+    _DESTINATION,
 )
 
 # UPGRADES[v]: the statements that bring a file from schema v to v + 1.
@@ -75,9 +78,11 @@ UPGRADES: Dict[int, Tuple[str, ...]] = {
     ),
     # Schema 3 counts the messages a before_send hook dropped (never stored, not lost).
     2: ("ALTER TABLE state ADD COLUMN filtered INTEGER NOT NULL DEFAULT 0",),
+    # Schema 3 files did not record their destination: the next client to open one claims it.
+    3: (_DESTINATION,),
 }
 
-_OURS = {"messages", "leases", "dead_letters", "state", "sqlite_sequence"}
+_OURS = {"messages", "leases", "dead_letters", "state", "destination", "sqlite_sequence"}
 
 # How many queued messages the selected leases cover (append ``WHERE`` to select some).
 COVERED = (

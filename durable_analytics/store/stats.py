@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 from .connection import Connection
+from .destination import read as read_destination
 from .ranges import free_spans
 from .records import Backoff, Stats
 from .schema import COVERED
@@ -107,6 +108,8 @@ class Reads(Connection):
             ).fetchone()
             leased = conn.execute(COVERED).fetchone()[0]
             oldest = conn.execute("SELECT created FROM messages ORDER BY id LIMIT 1").fetchone()
+            destination = read_destination(conn)
+        bounds = destination.bounds  # the file's, once a client claimed it
         file_bytes = sum(
             p.stat().st_size
             for p in (self.file, Path(f"{self.file}-wal"), Path(f"{self.file}-shm"))
@@ -125,4 +128,7 @@ class Reads(Connection):
             oldest_age_seconds=None if oldest is None else max(0.0, time.time() - oldest[0]),
             last_error=last_error,
             retry_at=retry_at or None,
+            endpoint=destination.endpoint,
+            max_queue_messages=self.max_queue_messages if bounds is None else bounds.messages,
+            max_queue_bytes=self.max_queue_bytes if bounds is None else bounds.bytes,
         )
