@@ -106,7 +106,7 @@ class Client:
                 overflow=config.overflow,
             )
             try:
-                self.store.claim(config.endpoint, config.write_key)
+                self.store.claim(config.endpoint)
             except ConfigError:
                 self.store.close()
                 raise

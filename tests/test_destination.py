@@ -62,18 +62,6 @@ def test_a_file_refuses_a_client_for_another_endpoint(
         a.shutdown(timeout=0)
 
 
-def test_a_file_refuses_another_write_key_and_never_stores_the_key(
-    queue_file: Path, collector: Collector
-) -> None:
-    a = Client("first-secret", host=collector.url, queue_path=queue_file, **IDLE)
-    try:
-        with pytest.raises(ConfigError, match="another write key"):
-            Client("second-secret", host=collector.url, queue_path=queue_file, **IDLE)
-    finally:
-        a.shutdown(timeout=0)
-    assert b"first-secret" not in queue_file.read_bytes()
-
-
 def test_one_clients_bound_never_discards_anothers_messages(
     queue_file: Path, collector: Collector
 ) -> None:

@@ -1,27 +1,26 @@
 """Which destination a queue file belongs to, and the bounds that belong to the file.
 
 A message is only ever sent where the client that recorded it sends: the file remembers the
-endpoint and the write key (as a hash; the key never reaches the disk) of the first client
-that claimed it, and a client for another destination is refused with an error that says what
-to do. The file's size bounds are part of the same record: one client's bound applies to every
+endpoint of the first client that claimed it, and a client for another endpoint is refused
+with an error that says what to do. The write key is not part of it: a client with the key
+fixed must still deliver what one with a wrong key recorded (the server refused those with
+401, and they were kept for that). The file's size bounds are part of the same record: one client's bound applies to every
 client of the file (never silently to what another recorded), is visible in ``stats``, and a
 client asking for a different bound is refused instead of quietly changing it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from typing import NamedTuple, Optional
 
 from ..errors import ConfigError
 
-__all__ = ["Bounds", "Destination", "claim", "key_digest", "read", "TABLE"]
+__all__ = ["Bounds", "Destination", "claim", "read", "TABLE"]
 
 TABLE = """CREATE TABLE IF NOT EXISTS destination (
     id                  INTEGER PRIMARY KEY CHECK (id = 0),
     endpoint            TEXT,
-    key_digest          TEXT,
     bounded             INTEGER NOT NULL DEFAULT 0,
     max_queue_messages  INTEGER,
     max_queue_bytes     INTEGER
@@ -39,30 +38,24 @@ class Destination(NamedTuple):
     """What a file records: where its messages go, and its bounds (``None`` if unclaimed)."""
 
     endpoint: Optional[str]
-    key_digest: Optional[str]
     bounds: Optional[Bounds]
-
-
-def key_digest(write_key: str) -> str:
-    return hashlib.sha256(write_key.encode("utf-8")).hexdigest()
 
 
 def read(conn: sqlite3.Connection) -> Destination:
     row = conn.execute(
-        "SELECT endpoint, key_digest, bounded, max_queue_messages, max_queue_bytes "
+        "SELECT endpoint, bounded, max_queue_messages, max_queue_bytes "
         "FROM destination WHERE id = 0"
     ).fetchone()
     if row is None:
-        return Destination(None, None, None)
-    endpoint, digest, bounded, messages, size = row
-    return Destination(endpoint, digest, Bounds(messages, size) if bounded else None)
+        return Destination(None, None)
+    endpoint, bounded, messages, size = row
+    return Destination(endpoint, Bounds(messages, size) if bounded else None)
 
 
 def claim(
     conn: sqlite3.Connection,
     file: object,
     endpoint: Optional[str],
-    write_key: Optional[str],
     wanted: Bounds,
     defaults: Bounds,
 ) -> Bounds:
@@ -70,21 +63,15 @@ def claim(
     that apply. Call inside a write transaction. ``wanted`` equal to ``defaults`` means the
     client asked for nothing in particular: it takes the file's bounds.
 
-    Raises :class:`ConfigError` for another endpoint, another write key, or other bounds.
+    Raises :class:`ConfigError` for another endpoint, or other bounds.
     """
     current = read(conn)
-    digest = None if write_key is None else key_digest(write_key)
     if endpoint is not None and current.endpoint not in (None, endpoint):
         raise ConfigError(
             f"{file} holds messages for {current.endpoint}, not for {endpoint}: a queue file "
             "belongs to one destination. Use another queue_path (the default file is per "
             "endpoint), or send its messages with `durable-analytics drain --queue "
             f"{file} --endpoint {current.endpoint}`"
-        )
-    if digest is not None and current.key_digest not in (None, digest):
-        raise ConfigError(
-            f"{file} holds messages recorded with another write key: a queue file belongs to "
-            "one source. Use another queue_path (the default file is per write key)"
         )
     bounds = current.bounds
     if bounds is None or wanted == bounds:
@@ -98,12 +85,11 @@ def claim(
             "bounds, or use another queue_path"
         )
     conn.execute(
-        "INSERT INTO destination (id, endpoint, key_digest, bounded, max_queue_messages, "
-        "max_queue_bytes) VALUES (0, ?, ?, 1, ?, ?) ON CONFLICT(id) DO UPDATE SET "
-        "endpoint = COALESCE(endpoint, excluded.endpoint), "
-        "key_digest = COALESCE(key_digest, excluded.key_digest), bounded = 1, "
+        "INSERT INTO destination (id, endpoint, bounded, max_queue_messages, max_queue_bytes) "
+        "VALUES (0, ?, 1, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+        "endpoint = COALESCE(endpoint, excluded.endpoint), bounded = 1, "
         "max_queue_messages = excluded.max_queue_messages, "
         "max_queue_bytes = excluded.max_queue_bytes",
-        (endpoint, digest, bounds.messages, bounds.bytes),
+        (endpoint, bounds.messages, bounds.bytes),
     )
     return bounds

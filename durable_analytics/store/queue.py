@@ -99,13 +99,11 @@ class MessageStore(
         and ``endpoint`` (the default file is per destination)."""
         return cls(prepare_queue_path(queue_path, write_key, endpoint), **options)
 
-    def claim(self, endpoint: Optional[str], write_key: Optional[str]) -> None:
+    def claim(self, endpoint: Optional[str]) -> None:
         """Bind the file to this destination and take the file's bounds (see
         ``destination.py``); ``ConfigError`` if it belongs to another, or has other bounds."""
         wanted = Bounds(self.max_queue_messages, self.max_queue_bytes)
-        bounds = self._write(
-            lambda conn: claim(conn, self.file, endpoint, write_key, wanted, DEFAULT_BOUNDS)
-        )
+        bounds = self._write(lambda conn: claim(conn, self.file, endpoint, wanted, DEFAULT_BOUNDS))
         self.max_queue_messages, self.max_queue_bytes = bounds
 
     def destination(self) -> Destination:
