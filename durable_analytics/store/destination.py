@@ -5,8 +5,9 @@ endpoint of the first client that claimed it, and a client for another endpoint 
 with an error that says what to do. The write key is not part of it: a client with the key
 fixed must still deliver what one with a wrong key recorded (the server refused those with
 401, and they were kept for that). The file's size bounds are part of the same record: one
-client's bound applies to every client of the file (never silently to what another recorded), is visible in ``stats``, and a
-client asking for a different bound is refused instead of quietly changing it.
+client's bound applies to every client of the file (never silently to what another
+recorded), is visible in ``stats``, and a client asking for a different bound is refused
+instead of quietly changing it.
 """
 
 from __future__ import annotations
