@@ -7,12 +7,14 @@ one per client per process, started again in each child after ``fork()``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
 import time
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from .committer import BufferedCommitter, GroupCommitter
 from .config import DEFAULT_ENDPOINT, Config
 from .errors import ConfigError, ValidationError
 from .hooks import apply_before_send
@@ -93,14 +95,16 @@ class Client:
         self._pid = os.getpid()
         self.store: Any = None
         self.queue_path = None
+        self._buffer: Optional[BufferedCommitter] = None
         if config.send:
             from .store import MessageStore
 
+            buffered = config.durability == "buffered"
             self.store = MessageStore.open(
                 config.queue_path,
                 config.write_key,
                 config.endpoint,
-                durability=config.durability,
+                durability="normal" if buffered else config.durability,
                 max_queue_bytes=config.max_queue_bytes,
                 max_queue_messages=config.max_queue_messages,
                 overflow=config.overflow,
@@ -112,6 +116,11 @@ class Client:
                 raise
             self.queue_path = self.store.file
             self._stored = StoredIds(self.store.first_pending_id)
+            self._committer = GroupCommitter(self.store)
+            if buffered:
+                self._buffer = BufferedCommitter(
+                    self.store, interval=config.buffer_interval, on_commit=self._committed
+                )
             self._ensure_worker()
         CLIENTS.add(self)
         if config.handle_sigterm:
@@ -306,7 +315,10 @@ class Client:
         if not self.config.send:
             log.debug("send=False: validated and discarded %s", encoded.message_id)
             return CallResult(True, returned_message(encoded.wire))
-        row_id = self.store.append(encoded.json, encoded.size)
+        buffer = self._buffer
+        if buffer is not None and buffer.submit(encoded.json, encoded.size):
+            return CallResult(True, returned_message(encoded.wire))
+        row_id = self._committer.commit(encoded.json, encoded.size)
         if row_id is None:
             return CallResult(False, returned_message(encoded.wire))
         self._stored.add(row_id)
@@ -338,6 +350,13 @@ class Client:
         encoded = encoder.serialize(kept, original if kept is wire else None)
         return encoded, encoded.wire
 
+    def _committed(self, row_ids: List[int]) -> None:
+        """After the buffer committed messages of this client as ``row_ids``."""
+        for row_id in row_ids:
+            self._stored.add(row_id)
+        if not self._closed:
+            self._ensure_worker().notify_append(len(row_ids))
+
     # ----------------------------------------------------------------------------------------
     # Delivery control
 
@@ -350,6 +369,8 @@ class Client:
         """
         if not self.config.send:
             return True
+        if self._buffer is not None:
+            self._buffer.drain()
         limit = self.config.flush_timeout if timeout is None else timeout
         runs = self._stored.snapshot()
         if not runs:
@@ -378,6 +399,8 @@ class Client:
         Returns whether everything was delivered. Whatever is left stays on disk and is logged
         at info level. Calls made after shutdown are still stored durably, not sent.
         """
+        if self._buffer is not None:
+            self._buffer.stop()
         limit = self.config.flush_timeout if timeout is None else timeout
         started = time.monotonic()
         if limit <= 0:
@@ -405,6 +428,8 @@ class Client:
         background, and at exit (within ``exit_timeout`` plus one request deadline). Used when
         a module-level setting changes, so that the assignment never waits for the network."""
         self._closed = True
+        if self._buffer is not None:
+            self._buffer.stop()
         worker = self._worker
         if worker is not None and self._pid == os.getpid():
             worker.request_stop()
@@ -414,10 +439,22 @@ class Client:
                 other.shutdown(timeout=0)
 
     def stats(self) -> Any:
-        """Counts read from the queue file: ready, leased, dead, dropped, bytes, oldest age."""
+        """Counts read from the queue file (ready, leased, dead, dropped, bytes, oldest age),
+        and in buffered mode what this client holds that is not committed yet."""
         if self.store is None:
             raise ConfigError("send=False: this client has no queue")
-        return self.store.stats()
+        stats = self.store.stats()
+        buffer = self._buffer
+        if buffer is None:
+            return stats
+        from .store.records import BufferedStats
+
+        return BufferedStats(
+            **{field.name: getattr(stats, field.name) for field in dataclasses.fields(stats)},
+            buffered_pending=buffer.pending(),
+            buffered_committed=buffer.counts.committed,
+            buffered_failed=buffer.counts.failed,
+        )
 
     def __enter__(self) -> Client:
         return self

@@ -19,6 +19,7 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
+from .committer import DEFAULT_BUFFER_INTERVAL
 from .errors import ConfigError
 from .limits import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_QUEUE_BYTES, MAX_REQUEST_BYTES
 from .retry import RetryPolicy
@@ -247,8 +248,14 @@ class Config:
     durability: str = option(
         "normal",
         "WAL with synchronous=NORMAL survives a crash or kill -9; 'full' also power loss, "
-        "at one fsync per call",
-        _choice("normal", "full"),
+        "at one fsync per commit; 'buffered' returns before the commit, for speed, and a "
+        "kill -9 can lose the last buffer_interval of calls",
+        _choice("normal", "full", "buffered"),
+    )
+    buffer_interval: float = option(
+        DEFAULT_BUFFER_INTERVAL,
+        "durability='buffered': what a kill -9 can lose, kept to a few milliseconds",
+        _positive,
     )
     flush_at: int = option(
         20,
@@ -451,6 +458,11 @@ def _resolve(config: Config) -> Config:
     """What depends on several options: checked together, derived defaults filled in."""
     if config.max_message_bytes > config.max_batch_bytes:
         raise ConfigError("max_message_bytes must not exceed max_batch_bytes")
+    if config.durability == "buffered" and config.sync_mode:
+        raise ConfigError(
+            "durability='buffered' returns before a message is stored, sync_mode=True "
+            "only once it is delivered: choose one"
+        )
     policy = config.retry_policy
     if policy is not None and config.max_retry_age is not None:
         raise ConfigError("pass max_retry_age inside retry_policy=, not both")

@@ -66,6 +66,19 @@ _FIGURES: Dict[str, _Figure] = {
         "gauge",
         "Age of the oldest message waiting; 0 when none is.",
     ),
+    "buffered_pending": _Figure(
+        "buffered_messages",
+        "gauge",
+        "Messages a durability='buffered' client holds in memory, not committed yet.",
+    ),
+    "buffered_committed": _Figure(
+        "buffered_committed_total", "counter", "Messages a buffered client committed."
+    ),
+    "buffered_failed": _Figure(
+        "buffered_failed_total",
+        "counter",
+        "Messages a buffered client could not commit (lost, logged as errors).",
+    ),
     "retry_at": _Figure(
         "next_retry_timestamp_seconds",
         "gauge",

@@ -147,9 +147,9 @@ class Worker:
         self._stop.set()
         self._wake.set()
 
-    def notify_append(self) -> None:
-        """Called after each local append: wake the thread once ``flush_at`` are waiting."""
-        self._appended += 1
+    def notify_append(self, count: int = 1) -> None:
+        """Called after local appends: wake the thread once ``flush_at`` are waiting."""
+        self._appended += count
         if self._appended >= self.flush_at and self._wake_on_append and not self._wake.is_set():
             self._wake.set()
 

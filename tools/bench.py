@@ -224,6 +224,87 @@ def bench_latency(
     result["median_ratio"] = round(
         result["durable"]["median_us"] / result["segment"]["median_us"], 2
     )
+    result["p99_ratio"] = round(result["durable"]["p99_us"] / result["segment"]["p99_us"], 2)
+    return result
+
+
+THREADS_SCRIPT = textwrap.dedent(
+    """
+    import json, logging, sys, threading, time
+    name, url, queue, threads, calls = sys.argv[1:6]
+    threads, calls = int(threads), int(calls)
+    props = {"plan": "Enterprise", "amount": 42.5, "currency": "USD", "coupon": "WINTER"}
+    if name == "durable":
+        from durable_analytics import Client
+        client = Client("bench-key", endpoint=url, queue_path=queue)
+    else:
+        logging.getLogger("segment").setLevel(logging.CRITICAL)
+        from segment.analytics import Client
+        client = Client("bench-key", host=url)
+    for i in range(200):
+        client.track("warm-%d" % i, "Order Completed", props)
+    start = threading.Barrier(threads + 1)
+    timings = [[] for _ in range(threads)]
+
+    def record(n):
+        track, clock, mine = client.track, time.perf_counter, timings[n]
+        start.wait()
+        for i in range(calls):
+            began = clock()
+            track("user-%d-%06d" % (n, i), "Order Completed", props)
+            mine.append(clock() - began)
+
+    workers = [threading.Thread(target=record, args=(n,)) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    start.wait()
+    began = time.perf_counter()
+    for worker in workers:
+        worker.join()
+    elapsed = time.perf_counter() - began
+    if name == "durable":
+        client.shutdown(timeout=30)
+    else:
+        client.flush()
+        client.shutdown()
+    print(json.dumps({"elapsed": elapsed, "timings": [t for ts in timings for t in ts]}))
+    """
+)
+
+
+def bench_threads(
+    collector: RemoteCollector, calls: int, workdir: Path, threads: int = 16, rounds: int = 2
+) -> Dict[str, Any]:
+    """2. ``threads`` threads calling track() at once: aggregate calls/s and p99 per call.
+
+    Each library in a process of its own, in turns (``rounds`` each, alternating who goes
+    first); ``calls`` is the total per process and round, split over the threads."""
+    per_thread = max(1, calls // threads)
+    elapsed: Dict[str, float] = {"durable": 0.0, "segment": 0.0}
+    timings: Dict[str, List[float]] = {"durable": [], "segment": []}
+    for round_number in range(rounds):
+        order = ["durable", "segment"] if round_number % 2 == 0 else ["segment", "durable"]
+        for name in order:
+            done = subprocess.run(
+                [sys.executable, "-c", THREADS_SCRIPT, name, collector.url,
+                 str(workdir / f"threads-{round_number}.sqlite3"), str(threads),
+                 str(per_thread)],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                timeout=600,
+            )  # fmt: skip
+            figures = json.loads(done.stdout.strip().splitlines()[-1])
+            elapsed[name] += figures["elapsed"]
+            timings[name].extend(figures["timings"])
+    result: Dict[str, Any] = {"threads": threads, "calls": per_thread * threads * rounds}
+    for name in ("durable", "segment"):
+        values = sorted(timings[name])
+        result[name] = {"calls_per_s": round(len(values) / elapsed[name]), **_summary(values)}
+    result["calls_ratio"] = round(
+        result["durable"]["calls_per_s"] / result["segment"]["calls_per_s"], 2
+    )
+    result["p99_ratio"] = round(result["durable"]["p99_us"] / result["segment"]["p99_us"], 2)
     return result
 
 
@@ -393,6 +474,13 @@ def bench_idle(collector: RemoteCollector, seconds: float, workdir: Path) -> Dic
     return result
 
 
+LOCAL_MODES = ["latency", "threads", "buffered", "e2e", "drain", "memory", "idle"]
+BUFFERED: Variants = {
+    "durable": ("durable", {"durability": "buffered"}),
+    "segment": BOTH["segment"],
+}
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts, under a minute")
@@ -401,7 +489,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     parser.add_argument(
         "--only",
-        choices=["latency", "e2e", "drain", "memory", "idle", *NETWORK_MODES],
+        choices=[*LOCAL_MODES, *NETWORK_MODES],
         action="append",
     )
     parser.add_argument(
@@ -413,8 +501,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--outage", type=float, default=30.0, help="outage length, s")
     args = parser.parse_args(argv)
     scale = args.scale if args.scale is not None else 0.1 if args.quick else 1.0
-    local = ["latency", "e2e", "drain", "memory", "idle"]
-    wanted = set(args.only or (NETWORK_MODES if args.network else local))
+    wanted = set(args.only or (NETWORK_MODES if args.network else LOCAL_MODES))
     results: Dict[str, Any] = {
         "machine": {
             "python": platform.python_version(),
@@ -435,6 +522,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             workdir = Path(tmp)
             if "latency" in wanted:
                 results["latency"] = bench_latency(collector, int(20_000 * scale), workdir)
+            if "threads" in wanted:
+                results["threads"] = bench_threads(collector, int(64_000 * scale), workdir)
+            if "buffered" in wanted:
+                results["buffered"] = bench_latency(
+                    collector, int(20_000 * scale), workdir, BUFFERED
+                )
             if "e2e" in wanted:
                 results["end_to_end"] = bench_end_to_end(collector, int(50_000 * scale), workdir)
             if "drain" in wanted:
@@ -470,6 +563,25 @@ def _print_table(results: Dict[str, Any]) -> None:
             )
         )
         rows.append(("track() p99 µs", r["durable"]["p99_us"], r["segment"]["p99_us"], None))
+    if "threads" in results:
+        r = results["threads"]
+        for label, key, ratio in (
+            ("calls/s", "calls_per_s", "calls_ratio"),
+            ("p99 µs", "p99_us", "p99_ratio"),
+        ):
+            rows.append(
+                (f"{r['threads']} threads {label}", r["durable"][key], r["segment"][key], r[ratio])
+            )
+    if "buffered" in results:
+        r = results["buffered"]
+        rows.append(
+            (
+                "buffered track() median µs",
+                r["durable"]["median_us"],
+                r["segment"]["median_us"],
+                r["median_ratio"],
+            )
+        )
     if "end_to_end" in results:
         r = results["end_to_end"]
         rows.append(

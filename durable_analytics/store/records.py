@@ -95,3 +95,21 @@ class Stats:
             "max_queue_messages": self.max_queue_messages,
             "max_queue_bytes": self.max_queue_bytes,
         }
+
+
+@dataclass(frozen=True)
+class BufferedStats(Stats):
+    """A ``durability="buffered"`` client's stats: the file's counts, and this process's
+    messages handed over and not committed yet, committed, and refused by a commit."""
+
+    buffered_pending: int = 0
+    buffered_committed: int = 0
+    buffered_failed: int = 0
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {
+            **super().as_dict(),
+            "buffered_pending": self.buffered_pending,
+            "buffered_committed": self.buffered_committed,
+            "buffered_failed": self.buffered_failed,
+        }

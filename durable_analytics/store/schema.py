@@ -97,6 +97,10 @@ _NEXT_ID = (
     "(SELECT MAX(seq, (SELECT COALESCE(MAX(id), 0) FROM messages)) + 1 FROM state WHERE id = 0)"
 )
 INSERT = f"INSERT INTO messages (id, data, size, created) VALUES ({_NEXT_ID}, ?, ?, ?)"
+# Many rows in one statement (one step of the VM, however many rows): the ids are given,
+# counted up from NEXT_ID inside the same write transaction.
+NEXT_ID = f"SELECT {_NEXT_ID}"
+INSERT_ROWS = "INSERT INTO messages (id, data, size, created) VALUES "
 # The same for text given as bytes that may not be UTF-8 (a dead letter requeued as it was).
 INSERT_BYTES = (
     f"INSERT INTO messages (id, data, size, created) VALUES ({_NEXT_ID}, CAST(? AS TEXT), ?, ?)"
