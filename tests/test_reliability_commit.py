@@ -30,7 +30,8 @@ CHILD = textwrap.dedent(
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     client = Client("commit-key", endpoint="http://127.0.0.1:9", queue_path=queue,
                     durability=mode, buffer_interval=float(interval), exit_timeout=0,
-                    flush_interval=3600, flush_at=10**6)
+                    flush_interval=3600, flush_at=10**6,
+                    handle_sigterm=ending == "stop-handler")
     props = {"plan": "Enterprise", "amount": 42.5}
 
     def record(thread):
@@ -46,7 +47,7 @@ CHILD = textwrap.dedent(
     if ending == "flush":
         client.flush(timeout=0.01)
         os.write(1, b"#flushed\\n")
-    if ending in ("flush", "sigterm"):
+    if ending in ("flush", "sigterm", "stop-handler"):
         os.write(1, b"#waiting\\n")
         while True:
             signal.pause()  # until killed
@@ -146,16 +147,21 @@ def test_buffered_mode_loses_nothing_that_flush_returned_after(tmp_path: Path) -
     assert sorted(_stored_ids(tmp_path)) == sorted(printed[:-2])
 
 
-def test_buffered_mode_loses_nothing_at_sigterm_with_a_handler_that_exits(
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    "ending, exit_code",
+    [("stop-handler", -signal.SIGTERM), ("sigterm", 0)],
+    ids=["the library's stop handler", "an application handler that exits"],
+)
+def test_buffered_mode_loses_nothing_at_sigterm_with_a_stop_handler(
+    tmp_path: Path, ending: str, exit_code: int
 ) -> None:
-    process = _start(tmp_path, "buffered", *HELD, ending="sigterm", interval=NEVER)
+    process = _start(tmp_path, "buffered", *HELD, ending=ending, interval=NEVER)
     assert process.stdout is not None
     printed = [process.stdout.readline().strip() for _ in range(HELD[0] * HELD[1] + 1)]
     assert _stored_ids(tmp_path) == []  # all held: only the exit can commit them
     assert printed[-1] == "#waiting"
     process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=PROCESS_TIMEOUT) == 0
+    assert process.wait(timeout=PROCESS_TIMEOUT) == exit_code
     process.stdout.close()
     process.stderr.close()  # type: ignore[union-attr]
     assert sorted(_stored_ids(tmp_path)) == sorted(printed[:-1])
