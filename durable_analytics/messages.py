@@ -20,8 +20,9 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Dict, List, NamedTuple, Optional, Tuple, Union
+from typing import Any, ClassVar, Dict, List, NamedTuple, Optional, Tuple, Union
 
+from . import json_text
 from ._version import __version__
 from .errors import FieldTypeError, MessageTooLarge, ValidationError
 from .limits import DEFAULT_MAX_MESSAGE_BYTES
@@ -394,26 +395,6 @@ def _mapping(value: Any, field: str) -> Dict[str, Any]:
         raise ValidationError(f"{field}: nested too deeply for JSON") from None
 
 
-def _make_dumps() -> Callable[[Any], str]:
-    """Compact, strict JSON. The C encoder is built once, not per call (a quarter faster);
-    values reaching it were normalised, so its own circular-reference check is not needed."""
-    try:
-        from json.encoder import c_make_encoder, encode_basestring
-    except ImportError:  # pragma: no cover - CPython always has it
-        c_make_encoder = None
-    if c_make_encoder is None:  # pragma: no cover
-        return json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
-
-    def refuse(value: Any) -> Any:
-        raise TypeError(f"object of type {type(value).__name__} is not JSON serialisable")
-
-    encoder = c_make_encoder(None, refuse, encode_basestring, None, ":", ",", False, False, False)
-    return lambda value: "".join(encoder(value, 0))
-
-
-_DUMPS = _make_dumps()
-
-
 # Message ids are random (version 4) UUIDs from os.urandom, drawn 256 at a time: one system
 # call per call would also hand the interpreter lock to the delivery thread once more per call.
 # Not the ``random`` module: an application that seeds it would repeat our ids (and the server
@@ -555,7 +536,7 @@ class Encoder:
     def to_json(wire: Dict[str, Any]) -> str:
         """A validated wire dict's compact JSON (no size check)."""
         try:
-            return _DUMPS(wire)
+            return json_text.dumps(wire)
         except ValueError:
             _find_bad_text(wire, "")
             raise

@@ -507,6 +507,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             "python": platform.python_version(),
             "cores": os.cpu_count(),
             "sqlite": __import__("sqlite3").sqlite_version,
+            "json": "orjson" if _json_text().orjson_dumps else "stdlib",
         },
         "quick": args.quick,
     }
@@ -548,6 +549,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0
+
+
+def _json_text() -> Any:
+    from durable_analytics import json_text
+
+    return json_text
 
 
 def _print_table(results: Dict[str, Any]) -> None:
@@ -619,7 +626,8 @@ def _print_table(results: Dict[str, Any]) -> None:
     print(
         f"message: {results['message_bytes']} bytes of JSON; "
         f"python {results['machine']['python']}, "
-        f"{results['machine']['cores']} cores, sqlite {results['machine']['sqlite']}"
+        f"{results['machine']['cores']} cores, sqlite {results['machine']['sqlite']}, "
+        f"json {results['machine']['json']}"
     )
     from bench_network import network_rows
 
