@@ -161,7 +161,7 @@ def test_full_disk_refuses_the_new_message_and_keeps_the_old(
         stored.append(message_id)
     assert error is not None, "the page limit never filled the file"
     assert type(error) is QueueError
-    for fragment in ("the disk is full", "this message was not stored", "already queued are safe"):
+    for fragment in ("is full", "a new message is not stored", "already queued was lost"):
         assert fragment in str(error)
     assert client.stats().ready == len(stored)
 

@@ -17,9 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Optional, Tuple
 
-import persistqueue.exceptions
 import pytest
-from persistqueue.sqlackqueue import SQLiteAckQueue
 
 from durable_analytics.errors import ConfigError, QueueCorrupt, QueueError, QueueFull
 from durable_analytics.store import SCHEMA_VERSION, Lease, MessageStore
@@ -817,46 +815,3 @@ def test_a_schema_1_file_is_upgraded_and_keeps_every_message(queue_file: Path) -
         assert [row.data for row in lease.rows] == [body(5), body(6), body(8)]
     finally:
         store.close()
-
-
-# --------------------------------------------------------------------------------------------
-# persist-queue's interface
-
-
-def test_is_a_persist_queue_ack_queue_storing_json(store: MessageStore) -> None:
-    assert isinstance(store, SQLiteAckQueue)
-    event = {"event": "Signed Up", "n": 1, "nested": {"ok": True}, "text": "é"}
-    pqid = store.put(event)
-    ((data, kind),) = raw(
-        store.file, "SELECT data, typeof(data) FROM messages WHERE id = ?", (pqid,)
-    )
-    assert kind == "text" and json.loads(data) == event  # JSON text, never a pickle blob
-    with pytest.raises(TypeError):
-        store.put(object())
-    assert store.qsize() == 1 and not store.empty()
-
-    got = store.get(raw=True)
-    assert got["pqid"] == pqid and got["data"] == event and got["timestamp"] > 0
-    assert store.stats().leased == 1
-    with pytest.raises(persistqueue.exceptions.Empty):
-        store.get(block=False)
-    assert store.ack(got) == 1
-    assert store.empty() and store.stats().delivered == 1
-
-
-def test_persist_queue_nack_and_ack_failed(store: MessageStore) -> None:
-    first, second = store.put({"n": 1}), store.put({"n": 2})
-    assert store.get() == {"n": 1}
-    assert store.nack(first) == 1
-    assert store.backoff().failures == 0  # a nack is not a delivery failure
-    assert store.get(raw=True)["pqid"] == first
-    assert store.get(raw=True)["pqid"] == second
-    assert store.ack_failed(second) == 1
-    assert [(d.data, d.reason) for d in store.dead_letters()] == [('{"n":2}', "ack_failed")]
-    store.resume_unack_tasks()  # our own live lease is not reset
-    assert store.stats().leased == 1
-    store.clear_acked_data()
-    store.shrink_disk_usage()
-    assert store.ack(first) == 1
-    with pytest.raises(persistqueue.exceptions.Empty):
-        store.get(timeout=0.05)

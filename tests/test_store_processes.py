@@ -14,7 +14,7 @@ from typing import IO, Any, Callable, Dict, Iterator, List, Optional
 import pytest
 from conftest import run_python
 
-from durable_analytics.store import MessageStore
+from durable_analytics.store import AckQueue, MessageStore
 
 BIG = 10**9
 
@@ -169,7 +169,7 @@ def test_lease_of_a_live_process_is_never_reset(
     # Everything that used to reset leases on open: new objects, resume, reclaim, leases.
     others = [MessageStore.open(queue_file) for _ in range(3)]
     for other in others:
-        other.resume_unack_tasks()
+        AckQueue(store=other).resume_unack_tasks()
         assert other.reclaim() == 0
     taken = others[0].lease(others[0].new_owner(), max_messages=10, max_bytes=BIG, lease_seconds=60)
     assert taken.ids == ids[3:]

@@ -32,7 +32,7 @@ from persistqueue.sqlackqueue import SQLiteAckQueue
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from durable_analytics.store import MessageStore  # noqa: E402
+from durable_analytics.store import AckQueue, MessageStore  # noqa: E402
 
 
 def make_message(size: int = 300) -> str:
@@ -154,12 +154,14 @@ def bench_take(root: Path, count: int, runs: int) -> Dict[str, float]:
 
     def pq_style(run: int) -> float:
         store = MessageStore(root / f"take-pq-style-{run}.sqlite3", max_queue_bytes=None)
-        store.append_many([(MESSAGE, SIZE)] * count)
+        queue = AckQueue(store=store)
+        for _ in range(count):
+            queue.put(MESSAGE)
 
         def work() -> int:
             done = 0
-            while not store.empty():
-                store.ack(store.get(block=False, raw=True))
+            while not queue.empty():
+                queue.ack(queue.get(block=False, raw=True))
                 done += 1
             return done
 
@@ -168,7 +170,7 @@ def bench_take(root: Path, count: int, runs: int) -> Dict[str, float]:
         finally:
             store.close()
 
-    results["MessageStore get+ack per row"] = median_rate(runs, pq_style)
+    results["AckQueue get+ack per row"] = median_rate(runs, pq_style)
 
     def lease_ack(run: int) -> float:
         store = MessageStore(root / f"take-batch-{run}.sqlite3", max_queue_bytes=None)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from ..limits import DEFAULT_MAX_QUEUE_BYTES
 from .appends import OVERFLOW_POLICIES
 from .connection import BUSY_TIMEOUT, DURABILITY_MODES
+from .persist_queue import AckQueue
 from .queue import MessageStore
 from .records import Backoff, DeadLetter, Lease, Row, Stats
 from .schema import SCHEMA_VERSION
@@ -25,6 +26,7 @@ __all__ = [
     "Stats",
     "Backoff",
     "MessageStore",
+    "AckQueue",
     "OVERFLOW_POLICIES",
     "DURABILITY_MODES",
     "SCHEMA_VERSION",

@@ -106,6 +106,29 @@ class Appends(Connection):
             self._warn_dropped(dropped)
         return ids
 
+    def replace(self, row_id: int, data: str) -> bool:
+        """Rewrite a queued message's JSON (persist-queue's ``update``), under the bounds.
+        Returns whether the message was still queued."""
+
+        def work(conn: sqlite3.Connection) -> bool:
+            size = len(data.encode("utf-8"))
+            changed = conn.execute(
+                "UPDATE messages SET data = ?, size = ? WHERE id = ?", (data, size, row_id)
+            ).rowcount
+            if changed and self._over_limit(*self._usage(conn, 0, 0)):
+                raise QueueFull(f"{self.file} is full: the new value does not fit")
+            return bool(changed)
+
+        return bool(self._write(work))
+
+    def full(self) -> bool:
+        """Whether one more small message would pass a bound."""
+        with self.tran_lock:
+            try:
+                return self._over_limit(*self._usage(self._db(), 1, 1))
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from exc
+
     def _make_room(self, conn: sqlite3.Connection, ids: List[int]) -> int:
         """With ``ids`` just inserted: apply the overflow policy if a bound is now exceeded
         (``drop_newest`` shortens ``ids``); return how many messages were dropped."""

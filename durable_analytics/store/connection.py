@@ -78,11 +78,7 @@ class Connection:
     durability: str
     timeout: float
     tran_lock: Any
-    action_lock: Any
-    put_event: threading.Event
     _conn: Optional[sqlite3.Connection]
-    _getter: Optional[sqlite3.Connection]
-    _putter: Optional[sqlite3.Connection]
 
     def _start_connections(self) -> None:
         """Set up the locks and open the main connection (the constructor's last step)."""
@@ -90,20 +86,16 @@ class Connection:
         self._side_lock = threading.RLock()
         self._pid = os.getpid()
         self.tran_lock = threading.RLock()
-        self.put_event = threading.Event()
-        self.action_lock = threading.Lock()
-        self._conn = self._getter = self._putter = self._connect()
+        self._conn = self._connect()
         self._page_size = self._conn.execute("PRAGMA page_size").fetchone()[0]
         _STORES.add(self)
 
-    def _new_db_connection(
-        self, path: Any, multithreading: bool, timeout: float
-    ) -> sqlite3.Connection:
+    def _new_db_connection(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
             str(self.file),
-            timeout=timeout,
+            timeout=self.timeout,
             isolation_level=None,
-            check_same_thread=not multithreading,
+            check_same_thread=False,  # shared by threads, serialised by the locks
         )
         try:
             refuse_foreign(conn, self.file)
@@ -126,7 +118,7 @@ class Connection:
 
     def _connect(self) -> sqlite3.Connection:
         try:
-            conn = self._new_db_connection(self.file, True, self.timeout)
+            conn = self._new_db_connection()
             try:
                 migrate(conn, self.file)
             except BaseException:
@@ -141,9 +133,8 @@ class Connection:
         for conn in (self._conn, self._side):
             if conn is not None:
                 _INHERITED.append(conn)
-        self._conn = self._getter = self._putter = self._side = None
+        self._conn = self._side = None
         self.tran_lock = threading.RLock()
-        self.action_lock = threading.Lock()
         self._side_lock = threading.RLock()
         self._pid = os.getpid()
 
@@ -151,7 +142,7 @@ class Connection:
         if self._pid != os.getpid():
             self._forget_connection()
         if self._conn is None:
-            self._conn = self._getter = self._putter = self._connect()
+            self._conn = self._connect()
         return self._conn
 
     def _side_connection(self) -> sqlite3.Connection:
@@ -160,7 +151,7 @@ class Connection:
             with self.tran_lock:
                 self._db()  # a forked child: forget the parent's connections first
         if self._side is None:
-            self._side = self._new_db_connection(self.file, True, self.timeout)
+            self._side = self._new_db_connection()
         return self._side
 
     def close(self) -> None:
@@ -170,7 +161,7 @@ class Connection:
                 for conn in (self._conn, self._side):
                     if conn is not None:
                         conn.close()
-            self._conn = self._getter = self._putter = self._side = None
+            self._conn = self._side = None
 
     def __del__(self) -> None:
         try:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
+from typing import Optional
 
 from ..errors import QueueCorrupt, QueueError, QueueLocked
 
@@ -23,10 +25,14 @@ def translate(exc: sqlite3.Error, file: Path, busy_timeout: float) -> QueueError
             f"{file} is read-only ({text}): make it and its directory writable, "
             "or choose another location with queue_path="
         )
-    if "full" in lowered:
+    if "full" in lowered or (
+        ("unable to open" in lowered or "disk i/o" in lowered) and _disk_is_full(file)
+    ):
         return QueueError(
-            f"{file}: the disk is full ({text}); this message was not stored, the "
-            "ones already queued are safe. Free space, or lower max_queue_bytes"
+            f"the disk holding {file} is full ({_free(file)}; SQLite: {text}). Nothing "
+            "already queued was lost; what was being written was not (a new message is "
+            "not stored). Free space on that disk, or set queue_path to a disk with room; "
+            "max_queue_bytes keeps the queue under a size you choose"
         )
     if "unable to open" in lowered or "disk i/o" in lowered:
         return QueueError(
@@ -41,3 +47,29 @@ def translate(exc: sqlite3.Error, file: Path, busy_timeout: float) -> QueueError
             "be created; the old file can be inspected with the sqlite3 tool"
         )
     return QueueError(f"{file}: {text}")
+
+
+# SQLite says "disk I/O error" when it cannot grow its -shm file, and "unable to open" when it
+# cannot create it: on a disk with less than this left, that is a full disk, not a bad path.
+_NEARLY_FULL_BYTES = 1024 * 1024
+
+
+def _free_bytes(file: Path) -> Optional[int]:
+    """Bytes an unprivileged writer may still use on the file system of ``file``."""
+    for place in (file.parent, file.parent.parent):
+        try:
+            found = os.statvfs(place)
+        except OSError:
+            continue
+        return found.f_bavail * found.f_frsize
+    return None
+
+
+def _disk_is_full(file: Path) -> bool:
+    free = _free_bytes(file)
+    return free is not None and free < _NEARLY_FULL_BYTES
+
+
+def _free(file: Path) -> str:
+    free = _free_bytes(file)
+    return "free space unknown" if free is None else f"{free:,} bytes free"

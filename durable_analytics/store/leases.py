@@ -14,10 +14,11 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import identity
-from .batches import Batch, ready_batch
+from .batches import Batch, read_batch, ready_batch
 from .connection import Connection
 from .dead_letters import move_dead
-from .records import Lease
+from .ranges import MAX_ID, free_spans
+from .records import Lease, Row
 from .schema import COVERED
 
 log = logging.getLogger("durable_analytics")
@@ -75,6 +76,33 @@ class Leases(Connection):
                 (rows[0].id, rows[-1].id, owner, expires, moment),
             )
             return Lease(owner, tuple(rows), expires)
+
+        return self._write(work)
+
+    def lease_first(self, owner: str, low: int, high: int, lease_seconds: float) -> Optional[Row]:
+        """Lease the first ready message with an id in ``low..high`` alone (persist-queue's
+        ``get``, which may name an id); ``None`` if there is none."""
+        identity.check_owner(owner)
+        moment = time.time()
+
+        def work(conn: sqlite3.Connection) -> Optional[Row]:
+            self._reclaim(conn, moment)
+            for span_low, span_high in free_spans(conn):
+                start, end = max(low, span_low), min(high, span_high)
+                if start > end:
+                    continue
+                batch = read_batch(conn, start, end, 1, MAX_ID)
+                if batch.bad:
+                    self._quarantine(conn, batch.bad)
+                if batch.rows:
+                    row = batch.rows[0]
+                    conn.execute(
+                        "INSERT INTO leases (lo, hi, owner, expires, started) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        (row.id, row.id, owner, moment + lease_seconds, moment),
+                    )
+                    return row
+            return None
 
         return self._write(work)
 

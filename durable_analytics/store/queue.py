@@ -3,16 +3,14 @@
 It is assembled from one class per concept, each in its own module: the connection
 (``connection``), appends and bounds (``appends``), leases (``leases``), settling them
 (``settle``), dead letters (``dead_letters``), reads and statistics (``stats``), disk upkeep
-(``maintenance``) and persist-queue's interface (``persist_queue``). See ``docs/design.md``.
+(``maintenance``). persist-queue's interface over it is ``persist_queue.AckQueue``. See
+``docs/design.md``.
 """
 
 from __future__ import annotations
 
 import os
 from typing import Any, Optional, Union
-
-import persistqueue.serializers.json as json_serializer
-from persistqueue.sqlackqueue import SQLiteAckQueue
 
 from ..errors import ConfigError
 from ..limits import DEFAULT_MAX_QUEUE_BYTES
@@ -22,8 +20,6 @@ from .connection import BUSY_TIMEOUT, DURABILITY_MODES
 from .dead_letters import DeadLetters
 from .destination import Bounds, Destination, claim, read
 from .maintenance import Maintenance
-from .persist_queue import PersistQueueSurface
-from .schema import CREATE
 from .settle import Settle
 from .stats import Reads
 
@@ -49,16 +45,12 @@ def _check_options(
             raise ConfigError(f"{name}={limit!r}: use a positive integer, or None for no limit")
 
 
-class MessageStore(
-    PersistQueueSurface, Appends, Settle, DeadLetters, Reads, Maintenance, SQLiteAckQueue
-):
+class MessageStore(Appends, Settle, DeadLetters, Reads, Maintenance):
     """A crash-safe, multi-process message queue in one SQLite file.
 
     Thread-safe: one connection per process, its use serialised by a lock. Any number of
     processes may append and lease on the same file at once.
     """
-
-    _SQL_CREATE = CREATE[0]
 
     def __init__(
         self,
@@ -76,16 +68,9 @@ class MessageStore(
         self.max_queue_bytes = max_queue_bytes
         self.max_queue_messages = max_queue_messages
         self.overflow = overflow
+        self.timeout = busy_timeout
         self._start_appends()
-        super().__init__(  # persist-queue's constructor; it calls _init(), which connects
-            str(self.file.parent),
-            auto_resume=False,
-            name="v1",
-            multithreading=True,
-            timeout=busy_timeout,
-            serializer=json_serializer,
-            db_file_name=self.file.name,
-        )
+        self._start_connections()
 
     @classmethod
     def open(

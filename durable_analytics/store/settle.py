@@ -17,7 +17,7 @@ from .schema import HIGH_WATER
 class Settle(Leases):
     """``ack``, ``release`` and ``dead_letter``."""
 
-    def ack(self, ids: Sequence[int]) -> int:  # type: ignore[override]
+    def ack(self, ids: Sequence[int]) -> int:
         """The server accepted these: delete them, count them, clear the shared backoff.
 
         A batch's ids are consecutive, so this is usually one range delete.

@@ -95,6 +95,20 @@ class Reads(Connection):
                 ]
         return sizes
 
+    def rows_with_status(self) -> List[Tuple[int, str, float, str]]:
+        """Every message and dead letter as ``(id, json, created, status)``, status as
+        persist-queue numbers it: "1" ready, "2" leased, "9" dead (its ``queue()``)."""
+        with self._snapshot() as conn:
+            leased = conn.execute("SELECT lo, hi FROM leases").fetchall()
+            rows = conn.execute("SELECT id, data, created FROM messages ORDER BY id").fetchall()
+            dead = conn.execute("SELECT id, data, created FROM dead_letters ORDER BY id").fetchall()
+        held = [(low, high) for low, high in leased]
+        found = [
+            (row_id, data, created, "2" if any(lo <= row_id <= hi for lo, hi in held) else "1")
+            for row_id, data, created in rows
+        ]
+        return found + [(row_id, data, created, "9") for row_id, data, created in dead]
+
     def stats(self) -> Stats:
         with self._snapshot() as conn:
             dropped, filtered, delivered, retry_at, last_error = conn.execute(
