@@ -9,6 +9,7 @@ stored between them, which the worker delivers anyway, oldest first).
 
 from __future__ import annotations
 
+import bisect
 import threading
 from typing import Callable, List, Optional, Tuple
 
@@ -31,10 +32,15 @@ class StoredIds:
             runs = self._runs
             if runs and runs[-1][1] + 1 == row_id:
                 runs[-1] = (runs[-1][0], row_id)
+                return
+            if runs and row_id < runs[-1][1]:
+                # Threads of one client may report their ids out of order (each appends,
+                # then adds): the runs stay sorted, so that merging keeps them valid.
+                bisect.insort(runs, (row_id, row_id))
             else:
                 runs.append((row_id, row_id))
-                if len(runs) > _MAX_RUNS:
-                    self._prune()
+            if len(runs) > _MAX_RUNS:
+                self._prune()
 
     def _prune(self) -> None:
         first = self._first_pending()

@@ -57,6 +57,19 @@ def test_stored_ids_stay_few_when_appends_interleave() -> None:
     assert ids.snapshot() == ()
 
 
+def test_stored_ids_reported_out_of_order_stay_valid_ranges() -> None:
+    ids = StoredIds(lambda: 1)
+    order = [2, 1, 4, 3] + [n for pair in zip(range(6, 1200, 2), range(5, 1200, 2)) for n in pair]
+    for row_id in order:  # threads of one client, each adding its id after appending it
+        ids.add(row_id)
+    runs = ids.snapshot()
+    assert len(runs) <= 256
+    assert all(low <= high for low, high in runs)
+    assert list(runs) == sorted(runs)
+    covered = {n for low, high in runs for n in range(low, high + 1)}
+    assert set(order) <= covered
+
+
 FORK_PARENT = """
 import json, os, sys, time
 from durable_analytics import Client, RetryPolicy
