@@ -4,6 +4,7 @@ what another recorded. Against real collectors and real files."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Iterator
 
@@ -63,16 +64,32 @@ def test_a_file_refuses_a_client_for_another_endpoint(
 
 
 def test_one_clients_bound_never_discards_anothers_messages(
-    queue_file: Path, collector: Collector
+    queue_file: Path, collector: Collector, caplog: pytest.LogCaptureFixture
 ) -> None:
     a = Client("k", host=collector.url, queue_path=queue_file, **IDLE)
     try:
         recorded = {a.track("u", f"e{n}").message_id for n in range(5)}
-        with pytest.raises(ConfigError, match="A bound belongs to the file"):
-            Client("k", host=collector.url, queue_path=queue_file, max_queue_size=1, **IDLE)
-        assert a.stats().ready == 5 and a.stats().dropped == 0
+        with caplog.at_level(logging.WARNING, logger="durable_analytics"):
+            b = Client("k", host=collector.url, queue_path=queue_file, max_queue_size=1, **IDLE)
+        assert any(
+            "this client asks for max_queue_messages=1" in r.getMessage() for r in caplog.records
+        )
+        success, message = b.track("u", "from b")  # b's bound refuses only b's own message
+        assert success is False and message["event"] == "from b"
+        assert a.stats().ready == 5 and a.stats().max_queue_messages is None
+        with pytest.raises(ConfigError, match="would delete messages other clients recorded"):
+            Client(
+                "k",
+                host=collector.url,
+                queue_path=queue_file,
+                max_queue_size=1,
+                overflow="drop_oldest",
+                **IDLE,
+            )
+        assert a.stats().ready == 5 and a.stats().dropped == 1
         assert a.flush() is True
         assert collector.message_ids == recorded
+        b.shutdown(timeout=0)
     finally:
         a.shutdown(timeout=0)
 

@@ -85,10 +85,12 @@ class MessageStore(Appends, Settle, DeadLetters, Reads, Maintenance):
         return cls(prepare_queue_path(queue_path, write_key, endpoint), **options)
 
     def claim(self, endpoint: Optional[str]) -> None:
-        """Bind the file to this destination and take the file's bounds (see
-        ``destination.py``); ``ConfigError`` if it belongs to another, or has other bounds."""
+        """Bind the file to this endpoint and apply the file's bounds (see ``destination.py``);
+        ``ConfigError`` if it belongs to another endpoint."""
         wanted = Bounds(self.max_queue_messages, self.max_queue_bytes)
-        bounds = self._write(lambda conn: claim(conn, self.file, endpoint, wanted, DEFAULT_BOUNDS))
+        bounds = self._write(
+            lambda conn: claim(conn, self.file, endpoint, wanted, DEFAULT_BOUNDS, self.overflow)
+        )
         self.max_queue_messages, self.max_queue_bytes = bounds
 
     def destination(self) -> Destination:
