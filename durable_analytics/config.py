@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 from .committer import DEFAULT_BUFFER_INTERVAL
+from .environment import ENV_WRITE_KEY, VARIABLES, lookup
 from .errors import ConfigError
 from .limits import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_QUEUE_BYTES, MAX_REQUEST_BYTES
 from .retry import RetryPolicy
@@ -95,7 +96,8 @@ def _write_key(name: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(
             "write_key is required: Client('YOUR_WRITE_KEY'), or set "
-            "durable_analytics.write_key before the first call"
+            f"durable_analytics.write_key before the first call, or {ENV_WRITE_KEY} in the "
+            "environment"
         )
     return value
 
@@ -396,8 +398,8 @@ class Config:
                 )
             if explicit:  # errors name the option itself, whichever name was used
                 values[spec.name] = spec.metadata["check"](spec.name, next(iter(explicit.values())))
-            elif spec.name == "write_key":
-                values[spec.name] = _write_key(spec.name, None)
+            elif spec.name in VARIABLES:  # then the environment, then the default
+                values.update(_from_environment(spec))
         if given:
             raise TypeError(f"unexpected option(s): {', '.join(sorted(given))}")
         return _resolve(cls(**values))
@@ -440,6 +442,20 @@ class Config:
             if getattr(self, f.name) != f.default or f.name == "endpoint"
         )
         return f"Config({shown})"
+
+
+def _from_environment(spec: Any) -> Dict[str, Any]:
+    """The option's value from its environment variable, checked; ``{}`` when it is unset
+    (the default applies; a write key is required)."""
+    found = lookup(spec.name)
+    if found is None:
+        return {"write_key": _write_key("write_key", None)} if spec.name == "write_key" else {}
+    variable, value = found
+    try:
+        return {spec.name: spec.metadata["check"](spec.name, value)}
+    except ConfigError as exc:
+        shown = "" if _secret(spec.name) else f": {exc}"
+        raise ConfigError(f"{variable} is not a valid {spec.name}{shown}") from None
 
 
 def _secret(name: str) -> bool:

@@ -87,6 +87,18 @@ def test_ready_applies_settings_and_opens_nothing(site: Collector) -> None:
     assert not Path(durable_analytics.queue_path).exists()
 
 
+def test_a_bad_setting_stops_startup_and_changes_nothing(site: Collector) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    from durable_analytics.integrations.django.apps import apply_settings
+
+    with pytest.raises(ImproperlyConfigured, match="flush_at=0: use a positive integer"):
+        apply_settings({"flush_at": 0})
+    with pytest.raises(ImproperlyConfigured, match="unknown option"):
+        apply_settings({"flush_every": 3})
+    assert durable_analytics.flush_at == 20
+
+
 def test_logged_in_user_and_request_context(site: Collector) -> None:
     from django.contrib.auth.models import User
     from django.test import Client as DjangoClient

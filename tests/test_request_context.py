@@ -118,3 +118,18 @@ def test_set_user_id_reaches_the_bound_request_only() -> None:
     with bound(RequestContext()) as context:
         assert set_user_id("u-2") is True
         assert context.user_id == "u-2"
+
+
+def test_no_framework_is_imported_unless_its_integration_is() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, durable_analytics, durable_analytics.aio, durable_analytics.integrations\n"
+        "import durable_analytics.request_context\n"
+        "durable_analytics.Client('k', send=False).track('u', 'E')\n"
+        "frameworks = ('django', 'flask', 'starlette', 'fastapi', 'celery', 'asgiref')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in frameworks))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -14,13 +14,11 @@ from pathlib import Path
 from typing import Any, Callable, NoReturn, Optional, Sequence, Tuple
 
 from ..client import DEFAULT_ENDPOINT
+from ..environment import ENV_ENDPOINT, ENV_QUEUE, ENV_WRITE_KEY
 from ..errors import ConfigError
 from ..paths import default_queue_path
 
 PROG = "durable-analytics"
-ENV_WRITE_KEY = "DURABLE_ANALYTICS_WRITE_KEY"
-ENV_ENDPOINT = "DURABLE_ANALYTICS_ENDPOINT"
-ENV_QUEUE = "DURABLE_ANALYTICS_QUEUE"
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

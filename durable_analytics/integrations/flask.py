@@ -84,8 +84,7 @@ class DurableAnalytics:
         if state.client is None:
             with state.lock:
                 if state.client is None:
-                    options = dict(state.options)
-                    state.client = Client(options.pop("write_key", None), **options)
+                    state.client = Client(**state.options)
         return state.client
 
     def _bind(self) -> None:

@@ -22,6 +22,13 @@ def apply_settings(options: Mapping[str, Any]) -> None:
             f"settings.{SETTING}: unknown option(s) {', '.join(unknown)}; "
             f"use names from durable_analytics.SETTINGS"
         )
+    from durable_analytics.config import Config
+    from durable_analytics.errors import ConfigError
+
+    try:  # a bad option stops startup, not the first request; nothing is opened here
+        Config.from_options(**{**durable_analytics._settings(), **options})
+    except ConfigError as exc:
+        raise ImproperlyConfigured(f"settings.{SETTING}: {exc}") from None
     for name, value in options.items():
         setattr(durable_analytics, name, value)
 
