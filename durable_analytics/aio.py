@@ -2,10 +2,11 @@
 
 It wraps a :class:`~durable_analytics.Client` (same arguments, same queue file, same
 guarantees) and decides only *where* each operation runs. A call commits its message to the
-queue file before the await returns. With ``durability="normal"`` that commit is a local
-append, done in the loop's own thread (a thread hop would cost more than the append); with
-``durability="full"`` (an fsync per commit) or ``sync_mode=True`` (HTTP in the call) it runs in
-a worker thread. ``flush``/``shutdown`` always wait in a thread, bounded by their timeout.
+queue file before the await returns (``durability="buffered"``: hands it to the committer).
+With ``durability="normal"`` that commit is a local append, done in the loop's own thread (a
+thread hop would cost more than the append); with ``durability="full"`` (an fsync per commit)
+or ``sync_mode=True`` (HTTP in the call) it runs in a worker thread. ``flush``/``shutdown``
+always wait in a thread, bounded by their timeout.
 
 Cancelling a task that awaits ``flush`` cancels the wait, not the delivery: the messages stay
 in the queue file and the background worker goes on delivering them.
@@ -42,11 +43,11 @@ class AsyncClient:
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.client = Client(*args, **kwargs)
-        store = self.client.store
+        config = self.client.config
         #: Whether a call may wait on more than a local append (fsync or HTTP): then it runs
         #: in a thread. Context variables (request context) are carried into that thread.
         self.blocking_calls = bool(
-            self.client.sync_mode or (store is not None and store.durability == "full")
+            config.send and (config.sync_mode or config.durability == "full")
         )
 
     identify = _call("identify")
