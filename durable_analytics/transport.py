@@ -8,7 +8,6 @@ worker's business. The write key never appears in a log line or an error.
 from __future__ import annotations
 
 import datetime as _dt
-import enum
 import gzip as _gzip
 import logging
 from dataclasses import dataclass
@@ -16,10 +15,11 @@ from typing import Any, Mapping, Optional, Sequence, Tuple, Union
 
 import requests
 
+from . import policy
 from ._version import __version__
 from .config import check_endpoint
 from .deadline import DeadlineAdapter, cutoff
-from .retry import parse_retry_after
+from .policy import Kind, parse_retry_after
 
 __all__ = [
     "Kind",
@@ -45,19 +45,9 @@ def envelope_overhead() -> int:
     return len(f'{{"batch":[],"sentAt":"{_SENT_AT_SAMPLE}"}}'.encode())
 
 
-class Kind(enum.Enum):
-    """What the worker should do with a batch, by the contract's response table."""
-
-    ACCEPTED = "accepted"  # 2xx: acknowledge every message
-    TRANSIENT = "transient"  # 408, 429, 5xx, network errors: retry later
-    SPLIT = "split"  # 400, 413: split the batch to find the rejected messages
-    AUTH = "auth"  # 401, 403: keep everything, pause, report
-    REJECTED = "rejected"  # other 4xx: dead-letter the batch
-
-
 @dataclass(frozen=True)
 class Outcome:
-    """The classified answer to one request."""
+    """The classified answer to one request (``status`` is ``None`` when none came)."""
 
     kind: Kind
     status: Optional[int]
@@ -67,15 +57,9 @@ class Outcome:
 
 
 def classify(status: int, reason: str, retry_after: Optional[float]) -> Outcome:
-    if 200 <= status < 300:
-        return Outcome(Kind.ACCEPTED, status, reason)
-    if status in (400, 413):
-        return Outcome(Kind.SPLIT, status, reason)
-    if status in (401, 403):
-        return Outcome(Kind.AUTH, status, reason)
-    if status in (408, 429) or status >= 500 or status < 200 or 300 <= status < 400:
-        return Outcome(Kind.TRANSIENT, status, reason, retry_after)
-    return Outcome(Kind.REJECTED, status, reason)
+    """The answer as an :class:`Outcome`; what a status means is ``policy.classify``'s."""
+    kind = policy.classify(status)
+    return Outcome(kind, status, reason, retry_after if kind is not Kind.ACCEPTED else None)
 
 
 def request_deadline(timeout: Timeout) -> float:

@@ -1,36 +1,54 @@
-"""The delivery loop: lease a batch, upload it, and settle every message by the answer.
+"""The delivery loop: lease batches, upload them in parallel, settle every message by the answer.
 
 One :class:`Worker` serves a client's background thread, a ``sync_mode`` call and the
-``durable-analytics drain`` command alike. It holds no messages in memory between cycles:
-the queue file is the only state, so a process may die at any line and the next taker, in
-this process or another, carries on from what the file says.
+``durable-analytics drain`` command alike. It decides nothing itself: *when* to send is
+:func:`~durable_analytics.policy.schedule`, *what an answer means* and *how long to wait* are
+:func:`~durable_analytics.policy.decide`; the worker leases, sends and applies. It holds no
+messages in memory between batches: the queue file is the only state, so a process may die at
+any line and the next taker, in this process or another, carries on from what the file says.
+
+A dispatcher (the background thread, or the caller's thread in ``deliver_until``) starts each
+upload in a thread of its own, up to ``max_in_flight`` at once, each under its own lease.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import tenacity
 
 from .deadline import LEASE_MARGIN, check_lease, lease_for
 from .errors import AuthError, ConfigError, RejectedError, TransientError
 from .limits import MAX_REQUEST_BYTES
-from .retry import RetryPolicy
+from .policy import (
+    Action,
+    Decision,
+    Kind,
+    RetryPolicy,
+    batch_limits,
+    decide,
+    give_up_rule,
+    next_concurrency,
+    schedule,
+    wait_left,
+)
 from .store import Lease, MessageStore, Row
-from .transport import Kind, Outcome, Transport, envelope_overhead
+from .transport import Outcome, Transport, envelope_overhead
 
-__all__ = ["Worker", "Totals", "ErrorCallback", "DeliveryCallback"]
+__all__ = ["Worker", "Totals", "ErrorCallback", "DeliveryCallback", "DEFAULT_MAX_IN_FLIGHT"]
 
 log = logging.getLogger("durable_analytics")
 
 ErrorCallback = Callable[[Exception, List[Dict[str, Any]]], Any]
 DeliveryCallback = Callable[[List[Dict[str, Any]]], Any]
 
+DEFAULT_MAX_IN_FLIGHT = 8  # batches on the wire at once, per process
 _POLL = 0.1  # how often a waiter re-reads the file for other processes' progress
 
 
@@ -74,6 +92,7 @@ class Worker:
         on_error: Optional[ErrorCallback] = None,
         on_delivery: Optional[DeliveryCallback] = None,
         linger: float = 0.05,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -81,8 +100,8 @@ class Worker:
         self.policy = policy
         self.flush_at = flush_at
         self.flush_interval = flush_interval
-        self.max_batch_messages = max_batch_messages
-        self.byte_budget = max_batch_bytes - envelope_overhead()
+        self.max_batch_messages, max_bytes = batch_limits(max_batch_messages, max_batch_bytes)
+        self.byte_budget = max_bytes - envelope_overhead()
         deadline = transport.max_seconds()
         self.lease_seconds = lease_for(deadline) if lease_seconds is None else lease_seconds
         too_short = check_lease(self.lease_seconds, deadline)
@@ -93,19 +112,23 @@ class Worker:
         self.on_error = on_error
         self.on_delivery = on_delivery
         self.linger = linger
+        self.max_in_flight = max(1, int(max_in_flight))
         self.clock = clock
         self.owner = store.new_owner()
         self.totals = Totals()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._progress = threading.Condition()
+        self._lock = threading.Lock()  # guards totals, the upload set and the slot count
+        self._uploads: Set[threading.Thread] = set()
+        self._slots = self.max_in_flight  # lowered by 429s, raised again by successes
         self._flushers = 0
         self._appended = 0
         # Appends wake the thread only while it waits for messages: not in a backoff, nor while
         # a partial batch lingers (it would wake on every call and read the file for nothing).
         self._wake_on_append = True
         self._thread: Optional[threading.Thread] = None
-        self._paused_until = 0.0  # a refused write key pauses this process only
+        self._paused_until = 0.0  # a configuration error pauses this process only
         self._last_send = 0.0
         self._full_batch = False  # more are waiting: the next cycle leases without counting
         self._last_failure_log = -60.0
@@ -125,27 +148,44 @@ class Worker:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
 
+    @property
+    def in_flight(self) -> int:
+        """Uploads on the wire now."""
+        with self._lock:
+            return len(self._uploads)
+
     def stop(self, timeout: Optional[float] = None) -> bool:
         """Stop the thread, interrupting any backoff wait; True if it ended in time.
 
-        A batch being uploaded is waited for past ``timeout`` (at most the HTTP timeout):
-        abandoning it would leave a batch the server may have accepted to be sent again by
-        the next taker. No new batch is started once stop is asked.
+        Uploads on the wire are waited for past ``timeout`` (at most one request's deadline):
+        abandoning one would leave a batch the server may have accepted to be sent again by
+        the next taker. No new batch, nor a further part of a split batch, is started once
+        stop is asked.
         """
         self.request_stop()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
-            if thread.is_alive():
-                # Woken from any wait, the thread is inside a cycle: let it settle its batch.
-                thread.join(self.transport.max_seconds() + LEASE_MARGIN)
-            return not thread.is_alive()
-        return True
+        self.settle(self.transport.max_seconds() + LEASE_MARGIN)
+        return thread is None or not thread.is_alive()
 
     def request_stop(self) -> None:
-        """Ask the thread to stop after the batch in flight, without waiting for it."""
+        """Ask the thread to stop after the uploads in flight, without waiting for them."""
         self._stop.set()
         self._wake.set()
+
+    def settle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for the uploads on the wire; True if none is left."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                uploads = [t for t in self._uploads if t is not threading.current_thread()]
+            if not uploads:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            uploads[0].join(remaining)
 
     def notify_append(self, count: int = 1) -> None:
         """Called after local appends: wake the thread once ``flush_at`` are waiting."""
@@ -155,7 +195,10 @@ class Worker:
 
     def _run(self) -> None:
         log.debug(
-            "worker started (flush_at=%d, flush_interval=%gs)", self.flush_at, self.flush_interval
+            "worker started (flush_at=%d, flush_interval=%gs, max_in_flight=%d)",
+            self.flush_at,
+            self.flush_interval,
+            self.max_in_flight,
         )
         while not self._stop.is_set():
             try:
@@ -164,9 +207,16 @@ class Worker:
                 self._report_failure()
                 delay = min(self.flush_interval, 1.0)
             self._notify_progress()
-            if delay > 0 and self._wake.wait(delay):
-                self._wake.clear()
+            if delay > 0:
+                self.idle(delay)
+        # The thread lives while its uploads do, so "the thread is alive" means "on the wire".
+        self.settle(self.transport.max_seconds() + LEASE_MARGIN)
         log.debug("worker stopped")
+
+    def idle(self, delay: float) -> None:
+        """Wait ``delay`` seconds, or until an append, an upload's end or stop wakes us."""
+        if self._wake.wait(delay):
+            self._wake.clear()
 
     def _report_failure(self) -> None:
         """Log a failed cycle with its traceback once a minute, not on every retry (a full
@@ -183,42 +233,67 @@ class Worker:
             self._progress.notify_all()
 
     # ----------------------------------------------------------------------------------------
-    # One step
+    # One scheduling step
 
     def cycle(self, force: bool = False) -> Tuple[float, str]:
-        """Send one batch if one is due; return how long to wait before the next step.
+        """Start one upload if one is due; return how long to wait before the next step.
 
-        The reason is ``"sent"`` (go on at once), ``"backoff"`` (the shared retry time has not
-        come), ``"waiting"`` (fewer than ``flush_at`` messages, younger than
-        ``flush_interval``) or ``"idle"`` (nothing ready; other takers may hold leases).
+        The reason is ``"sent"`` (go on at once), ``"busy"`` (every upload slot is taken),
+        ``"backoff"`` (the file's breaker or this process's pause has not ended),
+        ``"waiting"`` (fewer than ``flush_at``, younger than ``flush_interval``), ``"linger"``
+        (a due partial batch fills up a little) or ``"idle"`` (nothing ready; other takers,
+        or our own uploads, hold leases).
         """
         now = self.clock()
         self._wake_on_append = False
-        retry_at = self._retry_at()
-        if retry_at > now:
-            self.store.maintain(idle=True)  # appends go on: keep the WAL bounded
-            return retry_at - now, "backoff"
+        with self._lock:
+            in_flight, slots = len(self._uploads), self._slots
+        if in_flight >= slots:
+            return self.flush_interval, "busy"
+        appended = self._appended
         if self._full_batch:  # the last lease was full: no need to count what is waiting
             count, oldest = self.max_batch_messages, None
         else:
             count, oldest = self.store.ready_summary(self.max_batch_messages)
+        # Appends from now on wake the thread once flush_at are waiting (an append during the
+        # read may be counted twice: that only wakes it early).
+        self._appended = count + self._appended - appended
+        expiry = None
         if count == 0:
-            self._wake_on_append = True
+            if in_flight:  # our own uploads hold the leases: the end of one wakes us
+                self._wake_on_append = True
+                if self._appended >= self.flush_at:
+                    return 0.0, "sent"
+                return self.flush_interval, "idle"
             self.store.maintain(idle=True)  # give back what the last batches freed
             expiry = self.store.next_lease_expiry()
-            if expiry is None:
-                return self.flush_interval, "idle"
-            if self.store.reclaim(now):
+            if expiry is not None and self.store.reclaim(now):  # a dead taker's batch
                 return 0.0, "sent"
-            return min(self.flush_interval, max(expiry - now, 0.01)), "idle"
-        due = force or count >= self.flush_at or now - (oldest or now) >= self.flush_interval
-        if not due:
-            self._wake_on_append = True
-            return max(0.01, (oldest or now) + self.flush_interval - now), "waiting"
-        if not force and count < self.max_batch_messages and now < self._last_send + self.linger:
-            # Under a steady stream, let a partial batch fill up a little: fewer, fuller
-            # requests, and less of the callers' CPU spent on HTTP.
-            return self._last_send + self.linger - now, "waiting"
+        plan = schedule(
+            now=now,
+            ready=count,
+            oldest=oldest,
+            flush_at=self.flush_at,
+            flush_interval=self.flush_interval,
+            batch_messages=self.max_batch_messages,
+            linger=self.linger,
+            last_send=self._last_send,
+            force=force,
+            blocked_for=self._blocked_for(now),
+            in_flight=in_flight,
+            slots=slots,
+            next_expiry=expiry,
+        )
+        if plan.reason == "reclaim":
+            self.store.reclaim(now)
+            return 0.0, "sent"
+        if plan.reason == "backoff":
+            self.store.maintain(idle=True)  # appends go on: keep the WAL bounded
+        if plan.wait > 0:
+            self._wake_on_append = plan.reason in ("idle", "waiting")
+            if self._wake_on_append and self._appended >= self.flush_at:
+                return 0.0, "sent"  # enough arrived while we looked: look again at once
+            return plan.wait, plan.reason
         self._appended = 0
         self._last_send = now
         lease = self.store.lease(  # one small row written: see the store
@@ -230,46 +305,111 @@ class Worker:
         )
         self._full_batch = lease is not None and len(lease.rows) == self.max_batch_messages
         if lease is not None:
-            self.deliver(lease)
-            self.store.maintain()
+            self._start_upload(lease)
         return 0.0, "sent"
 
+    def _blocked_for(self, now: float) -> float:
+        """What is left of the file's breaker (bounded by the policy's cap whatever the clock
+        did since it was stored) or of this process's pause."""
+        state = self.store.backoff()
+        breaker = wait_left(state.retry_at, 0.0, now, self.policy.cap)
+        return max(breaker, self._paused_until - now)
+
+    def _start_upload(self, lease: Lease) -> None:
+        thread = threading.Thread(
+            target=self._upload, args=(lease,), name="durable-analytics-upload", daemon=True
+        )
+        with self._lock:
+            self._uploads.add(thread)
+        thread.start()
+
+    def _upload(self, lease: Lease) -> None:
+        try:
+            self.deliver(lease)
+            self.store.maintain()
+        except Exception:
+            self._report_failure()
+        finally:
+            with self._lock:
+                self._uploads.discard(threading.current_thread())
+            self._wake.set()
+            self._notify_progress()
+
+    # ----------------------------------------------------------------------------------------
+    # One batch
+
     def deliver(self, lease: Lease) -> None:
-        """Upload a leased batch and settle each message: ack, release or dead-letter.
+        """Upload a leased batch and settle each message: ack, split, release or dead-letter.
 
         The stored JSON is sent as it is, never parsed on the way (a row that somehow is not
-        JSON makes the server answer 400, and the split below isolates it). Messages are
-        parsed only for the callbacks that want them.
+        JSON makes the server answer 400, and the split isolates it). Before each further
+        request of a split the lease is extended, and nothing more is sent once stop is asked
+        or the lease was lost: the rest goes back to the file for the next taker.
         """
         segments: List[List[Row]] = [list(lease.rows)]
+        first = True
         while segments:
+            if not first and not self._still_ours(segments):
+                return
+            first = False
             segment = segments.pop()
             outcome = self.transport.send([row.data for row in segment])
             self._count(outcome)
-            ids = [row.id for row in segment]
-            if outcome.kind is Kind.ACCEPTED:
-                self.store.ack(ids)
-                self.totals.delivered += len(ids)
-                log.debug("delivered %d message(s) (%d bytes)", len(ids), outcome.wire_bytes)
-                if self.on_delivery is not None:
-                    self._call(self.on_delivery, _parsed(segment))
-            elif outcome.kind is Kind.SPLIT and len(segment) > 1:
+            decision = self._decide(outcome, segment)
+            if decision.action is Action.ACK:
+                self._ack(segment, outcome)
+            elif decision.action is Action.SPLIT:
                 middle = len(segment) // 2
                 segments += [segment[middle:], segment[:middle]]
-                remaining = [row.id for part in segments for row in part]
-                self.store.extend(self.owner, remaining, self.lease_seconds)
-            elif outcome.kind in (Kind.SPLIT, Kind.REJECTED):
+            elif decision.action is Action.DEAD_LETTER:
                 self._dead_letter(segment, outcome)
             else:
                 rest = segment + [row for part in segments for row in part]
                 segments.clear()
-                self._retry_later(rest, outcome)
+                self._retry_later(rest, outcome, decision)
+
+    def _still_ours(self, segments: List[List[Row]]) -> bool:
+        """Before a further request of a split: extend the lease, or give the rest back."""
+        ids = [row.id for part in segments for row in part]
+        if self._stop.is_set():
+            self.store.release(self.owner, ids, error="stopped", retry_at=None, count_failure=False)
+            return False
+        held = self.store.extend(self.owner, ids, self.lease_seconds)
+        if held < len(ids):
+            log.warning("lost the lease of a batch being split; its other taker carries on")
+            return False
+        return True
+
+    def _decide(self, outcome: Outcome, segment: List[Row]) -> Decision:
+        failing = outcome.kind in (Kind.TRANSIENT, Kind.RATE_LIMITED)
+        decision = decide(
+            outcome.kind,
+            messages=len(segment),
+            batch_failures=max(row.attempts for row in segment),
+            file_failures=self.store.backoff().failures if failing else 0,
+            retry_after=outcome.retry_after,
+            now=self.clock(),
+            policy=self.policy,
+            pause=self.auth_pause,
+        )
+        with self._lock:
+            self._slots = next_concurrency(self._slots, outcome.kind, self.max_in_flight)
+        return decision
+
+    def _ack(self, rows: List[Row], outcome: Outcome) -> None:
+        self.store.ack([row.id for row in rows])
+        with self._lock:
+            self.totals.delivered += len(rows)
+        log.debug("delivered %d message(s) (%d bytes)", len(rows), outcome.wire_bytes)
+        if self.on_delivery is not None:
+            self._call(self.on_delivery, _parsed(rows))
 
     def _dead_letter(self, rows: List[Row], outcome: Outcome) -> None:
         self.store.dead_letter(
             self.owner, [row.id for row in rows], http_status=outcome.status, reason=outcome.reason
         )
-        self.totals.dead += len(rows)
+        with self._lock:
+            self.totals.dead += len(rows)
         log.error(
             "the server rejected %d message(s) (%s); they are kept as dead letters "
             "(`durable-analytics dead-letters list`)",
@@ -280,41 +420,47 @@ class Worker:
             error = RejectedError(outcome.reason, status=outcome.status)
             self._call(self.on_error, error, _parsed(rows))
 
-    def _retry_later(self, rows: List[Row], outcome: Outcome) -> None:
+    def _retry_later(self, rows: List[Row], outcome: Outcome, decision: Decision) -> None:
         now = self.clock()
         ids = [row.id for row in rows]
-        auth = outcome.kind is Kind.AUTH
-        if auth:
-            wait = self.auth_pause
-            self._paused_until = now + wait
+        pause = decision.action is Action.PAUSE
+        if pause:
+            self._paused_until = now + decision.pause
             log.error(
-                "the server refused the write key (%s): sending is paused for %gs and %d "
-                "message(s) are kept on disk. Check the write key.",
+                "the server answered %s: sending is paused for %gs and %d message(s) are kept "
+                "on disk. Check the endpoint and the write key.",
                 outcome.reason,
-                wait,
+                decision.pause,
                 len(ids),
             )
         else:
-            failures = self.store.backoff().failures + 1
-            wait = self.policy.backoff(failures, outcome.retry_after)
+            assert decision.retry_at is not None
             log.warning(
                 "upload of %d message(s) failed (%s); kept on disk, retrying in %.1fs",
                 len(ids),
                 outcome.reason,
-                wait,
+                decision.retry_at - now,
             )
+        before, _ = give_up_rule(now, self.policy, self.policy.cap + self.lease_seconds)
         _, dead = self.store.release(
             self.owner,
             ids,
             error=outcome.reason,
-            retry_at=None if auth else now + wait,
-            give_up_before=now - self.policy.max_retry_age,
-            count_failure=not auth,
+            retry_at=decision.retry_at,
+            give_up_before=before,
+            count_failure=decision.count_failure,
         )
-        self.totals.failed_attempts += 1
+        with self._lock:
+            self.totals.failed_attempts += 1
+            self.totals.dead += len(dead)
+        self._report_retry(rows, outcome, dead, pause)
+
+    def _report_retry(
+        self, rows: List[Row], outcome: Outcome, dead: List[int], pause: bool
+    ) -> None:
+        """Tell ``on_error`` what a failed upload means for its messages."""
         if dead:
             dead_set = set(dead)
-            self.totals.dead += len(dead)
             reason = f"retried for over {self.policy.max_retry_age:g}s: {outcome.reason}"
             log.error("dead-lettered %d message(s): %s", len(dead), reason)
             expired = [row for row in rows if row.id in dead_set]
@@ -323,7 +469,7 @@ class Worker:
             )
         if self.on_error is None:
             return
-        if auth:
+        if pause:
             self._call(
                 self.on_error, AuthError(outcome.reason, status=outcome.status), _parsed(rows)
             )
@@ -339,12 +485,13 @@ class Worker:
             self._call(self.on_error, error, _parsed(exhausted))
 
     def _count(self, outcome: Outcome) -> None:
-        self.totals.requests += 1
-        self.totals.wire_bytes += outcome.wire_bytes
         key = str(outcome.status) if outcome.status is not None else "network"
-        self.totals.statuses[key] = self.totals.statuses.get(key, 0) + 1
-        if outcome.kind is not Kind.ACCEPTED:
-            self.totals.last_error = outcome.reason
+        with self._lock:
+            self.totals.requests += 1
+            self.totals.wire_bytes += outcome.wire_bytes
+            self.totals.statuses[key] = self.totals.statuses.get(key, 0) + 1
+            if outcome.kind is not Kind.ACCEPTED:
+                self.totals.last_error = outcome.reason
 
     @staticmethod
     def _call(callback: Optional[Callable[..., Any]], *args: Any) -> None:
@@ -376,12 +523,8 @@ class Worker:
             self._flushers -= 1
 
     def _hopeless(self, remaining: float) -> bool:
-        """The backoff (shared, or this process's pause) ends after the deadline."""
-        return self._retry_at() - self.clock() > remaining
-
-    def _retry_at(self) -> float:
-        """When this worker may send again: the file's shared backoff or this process's pause."""
-        return max(self.store.backoff().retry_at, self._paused_until)
+        """The breaker, or this process's pause, ends after the deadline."""
+        return self.in_flight == 0 and self._blocked_for(self.clock()) > remaining
 
     def deliver_until(
         self,
@@ -426,13 +569,13 @@ class Worker:
             retry=tenacity.retry_if_exception_type(_NotYet),
             wait=wait,
             stop=tenacity.stop_any(tenacity.stop_when_event_set(self._stop), past_deadline),
-            sleep=sleep or self._stop.wait,
+            sleep=sleep or self.idle,
             reraise=True,
         )
-        try:
-            return bool(retrying(attempt))
-        except _NotYet:
-            return not pending()
+        with contextlib.suppress(_NotYet):  # out of time: what is left is counted below
+            retrying(attempt)
+        self.settle(max(0.0, deadline - time.monotonic()) + self.transport.max_seconds())
+        return not pending()
 
 
 def _parsed(rows: Sequence[Row]) -> List[Dict[str, Any]]:

@@ -33,7 +33,7 @@ from durable_analytics import Client, RetryPolicy  # noqa: E402
 from durable_analytics.store import MessageStore  # noqa: E402
 from durable_analytics.testing import Collector, Response  # noqa: E402
 from durable_analytics.transport import Transport  # noqa: E402
-from durable_analytics.worker import Worker  # noqa: E402
+from durable_analytics.worker import DEFAULT_MAX_IN_FLIGHT, Worker  # noqa: E402
 
 WRITE_KEY = "reliability-key"
 CHILD_RETRY = RetryPolicy(initial=0.01, maximum=0.1, retry_after_max=1.0)
@@ -412,13 +412,14 @@ def _crash_report(
         allowed = set(run.returned) | {f"{run.prefix}-{len(run.returned)}"}
         unexpected += sorted(mine - allowed)
 
-    # Every redelivery must come from one batch the server accepted while its producer was
-    # being killed: a "wasted" delivery is one whose messages the server receives again later,
-    # and each killed run may account for at most one. (A batch redelivered by a run that is
-    # killed in the same window again is wasted twice, once per kill.) The collector stamps a
-    # request when it has read it, which on a busy machine can be a little after the killed
-    # sender's successor started: such a request is put on the previous run, if that run's
-    # kill was at most COLLECTOR_LAG before and it has no batch of its own yet.
+    # Every redelivery must come from a batch the server accepted while its producer was being
+    # killed: a "wasted" delivery is one whose messages the server receives again later, and
+    # each killed run may account for at most the batches it keeps on the wire at once. (A
+    # batch redelivered by a run that is killed in the same window again is wasted twice, once
+    # per kill.) The collector stamps a request when it has read it, which on a busy machine
+    # can be a little after the killed sender's successor started: such a request is put on the
+    # previous run, if that run's kill was at most COLLECTOR_LAG before and it has no batch of
+    # its own yet.
     by_lane: Dict[int, List[Run]] = {}
     for run in sorted(runs, key=lambda r: r.started):
         by_lane.setdefault(run.lane, []).append(run)
@@ -452,7 +453,7 @@ def _crash_report(
         entry["seconds_before_kill"] = round(run.killed_at - request.received_at, 4)
         key = (lane, run.number)
         blamed[key] = blamed.get(key, 0) + 1
-        (unattributed if blamed[key] > 1 else wasted).append(entry)
+        (unattributed if blamed[key] > DEFAULT_MAX_IN_FLIGHT else wasted).append(entry)
     return CrashReport(
         seed=seed,
         kills=len(runs),

@@ -247,7 +247,7 @@ def test_drain_max_messages_stops_early_and_says_so(
 def test_sigterm_stops_a_drain_after_the_batch_in_flight(
     keyed: Dict[str, str], collector: Collector, queue_file: Path
 ) -> None:
-    fill(queue_file, 2500)
+    fill(queue_file, 10_000)  # 20 batches: more than the uploads a drain keeps in flight
     collector.set_default(Response(200, delay=0.3))
     drain = subprocess.Popen(
         [sys.executable, "-m", "durable_analytics", "drain", "--json"],
@@ -262,10 +262,10 @@ def test_sigterm_stops_a_drain_after_the_batch_in_flight(
     assert drain.returncode == 130, err
     summary = json.loads(out)
     assert summary["stopped"] == "interrupted"
-    assert 0 < summary["left"] < 2500
+    assert 0 < summary["left"] < 10_000
     after = stats(queue_file)
-    assert after["leased"] == 0  # the batch in flight was settled, not abandoned
-    assert after["ready"] == summary["left"] == 2500 - len(collector.message_ids)
+    assert after["leased"] == 0  # the batches in flight were settled, not abandoned
+    assert after["ready"] == summary["left"] == 10_000 - len(collector.message_ids)
 
 
 def test_drain_races_another_drain_and_a_writer(

@@ -16,10 +16,9 @@ import pytest
 import requests
 
 from durable_analytics import AuthError, RejectedError, RetryPolicy, TransientError
-from durable_analytics.retry import parse_retry_after
 from durable_analytics.store import MessageStore
 from durable_analytics.testing import Collector, Response
-from durable_analytics.transport import Kind, Transport, classify, envelope_overhead
+from durable_analytics.transport import Transport, envelope_overhead
 
 SLOW_RETRY = RetryPolicy(initial=30.0, maximum=60.0, jitter=False)
 
@@ -194,48 +193,6 @@ def test_retry_after_is_obeyed_and_capped(make_client, collector: Collector) -> 
     first, second = collector.requests
     gap = second.received_at - first.received_at
     assert 0.35 <= gap < 1.0  # waited the capped Retry-After, not the 1 s asked nor the 0.05 cap
-
-
-def test_retry_after_as_http_date() -> None:
-    now = 1_700_000_000.0
-    header = "Tue, 14 Nov 2023 22:13:40 GMT"  # now + 20 s
-    assert parse_retry_after(header, now=now) == pytest.approx(20.0)
-    assert parse_retry_after("Tue, 14 Nov 2023 22:13:00 GMT", now=now) == 0.0
-    assert parse_retry_after("7", now=now) == 7.0
-    assert parse_retry_after("soon", now=now) is None
-    assert parse_retry_after(None) is None
-    assert RetryPolicy(retry_after_max=300).backoff(1, retry_after=10_000) == 300
-
-
-def test_backoff_is_exponential_capped_and_jittered() -> None:
-    exact = RetryPolicy(initial=0.5, maximum=4.0, jitter=False)
-    assert [exact.backoff(n) for n in range(1, 7)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
-    jittered = RetryPolicy(initial=0.5, maximum=4.0)
-    draws = [jittered.backoff(5) for _ in range(200)]
-    assert all(0 <= d <= 4.0 for d in draws)
-    assert len(set(draws)) > 100
-
-
-def test_classification_follows_the_contract_table() -> None:
-    kinds = {
-        status: classify(status, "", None).kind
-        for status in (200, 202, 400, 413, 401, 403, 404, 422, 408, 429, 500, 503, 302)
-    }
-    assert kinds == {
-        200: Kind.ACCEPTED,
-        202: Kind.ACCEPTED,
-        400: Kind.SPLIT,
-        413: Kind.SPLIT,
-        401: Kind.AUTH,
-        403: Kind.AUTH,
-        404: Kind.REJECTED,
-        422: Kind.REJECTED,
-        408: Kind.TRANSIENT,
-        429: Kind.TRANSIENT,
-        500: Kind.TRANSIENT,
-        503: Kind.TRANSIENT,
-        302: Kind.TRANSIENT,
-    }
 
 
 def test_poisoned_batch_is_bisected_and_only_the_poison_dead_lettered(

@@ -110,9 +110,10 @@ def drain_queue(
     deadline, ``max_messages`` and progress are the command's while leasing, batching, backoff
     and dead-lettering stay the library's. Messages appended meanwhile may ride along but are
     not waited for; other takers' leases are waited for (or reclaimed when they expire).
-    Setting ``stop`` ends the drain after the batch in flight, so no lease is left behind.
+    Uploads run in parallel as in the library (one at a time under ``max_messages``).
+    Setting ``stop`` ends the drain after the batches in flight, so no lease is left behind.
     """
-    from ..worker import Worker
+    from ..worker import DEFAULT_MAX_IN_FLIGHT, Worker
 
     stop = stop or threading.Event()
     worker = Worker(
@@ -123,6 +124,8 @@ def drain_queue(
         flush_interval=_POLL,
         max_batch_messages=MAX_BATCH_MESSAGES,
         max_batch_bytes=MAX_REQUEST_BYTES,
+        # With a message budget, one batch at a time: none may be leased past the budget.
+        max_in_flight=DEFAULT_MAX_IN_FLIGHT if max_messages is None else 1,
     )
     totals = worker.totals
     started = time.monotonic()
@@ -150,10 +153,16 @@ def drain_queue(
             if reason == "backoff" and delay > remaining:
                 stopped, retry_in = "backoff", delay
                 break
-            stop.wait(max(0.0, min(delay, PROGRESS_EVERY if reason == "backoff" else _POLL)))
+            pause = max(0.0, min(delay, PROGRESS_EVERY if reason == "backoff" else _POLL))
+            if worker.in_flight:
+                worker.idle(min(pause, _POLL))  # ends early when an upload does
+            else:
+                stop.wait(pause)
     except KeyboardInterrupt:
         stopped = "interrupted"
     finally:
+        worker.request_stop()  # no further batch, nor part of a split batch
+        worker.settle(transport.max_seconds())  # the uploads on the wire are settled
         if progress is not None:
             progress.clear()
     store.maintain(idle=True)  # give the drained space back to the file system
