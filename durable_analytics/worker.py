@@ -163,10 +163,13 @@ class Worker:
         stop is asked.
         """
         self.request_stop()
+        longest = self.transport.max_seconds() + LEASE_MARGIN
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
-        self.settle(self.transport.max_seconds() + LEASE_MARGIN)
+            if thread.is_alive():  # woken from any wait, it settles its uploads, then ends
+                thread.join(longest)
+        self.settle(longest)  # uploads started from the caller's thread (deliver_until)
         return thread is None or not thread.is_alive()
 
     def request_stop(self) -> None:
@@ -187,10 +190,15 @@ class Worker:
                 return False
             uploads[0].join(remaining)
 
+    @property
+    def _due_count(self) -> int:
+        """How many waiting messages make a batch due (see ``policy.schedule``)."""
+        return min(self.flush_at, self.max_batch_messages)
+
     def notify_append(self, count: int = 1) -> None:
-        """Called after local appends: wake the thread once ``flush_at`` are waiting."""
+        """Called after local appends: wake the thread once a batch is due by count."""
         self._appended += count
-        if self._appended >= self.flush_at and self._wake_on_append and not self._wake.is_set():
+        if self._appended >= self._due_count and self._wake_on_append and not self._wake.is_set():
             self._wake.set()
 
     def _run(self) -> None:
@@ -262,7 +270,7 @@ class Worker:
         if count == 0:
             if in_flight:  # our own uploads hold the leases: the end of one wakes us
                 self._wake_on_append = True
-                if self._appended >= self.flush_at:
+                if self._appended >= self._due_count:
                     return 0.0, "sent"
                 return self.flush_interval, "idle"
             self.store.maintain(idle=True)  # give back what the last batches freed
@@ -291,7 +299,7 @@ class Worker:
             self.store.maintain(idle=True)  # appends go on: keep the WAL bounded
         if plan.wait > 0:
             self._wake_on_append = plan.reason in ("idle", "waiting")
-            if self._wake_on_append and self._appended >= self.flush_at:
+            if self._wake_on_append and self._appended >= self._due_count:
                 return 0.0, "sent"  # enough arrived while we looked: look again at once
             return plan.wait, plan.reason
         self._appended = 0

@@ -63,7 +63,9 @@ def scripted_outcome(
     if 200 <= response.status < 300 and not response.drop:
         batch = batch_of(payload)
         accepted = [m for m in batch if isinstance(m, dict)] if batch is not None else []
-    headers = {"Retry-After": response.retry_after} if response.retry_after is not None else {}
+    headers = dict(response.headers or {})
+    if response.retry_after is not None:
+        headers["Retry-After"] = response.retry_after
     return Outcome(
         response.status, response.body, headers=headers, accepted=accepted, drop=response.drop
     )

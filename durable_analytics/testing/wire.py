@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,8 @@ class Response:
     """Close the connection with no answer at all (the client sees a reset)."""
     body: Optional[str] = None
     """Response body; by default a small JSON object suited to the status."""
+    headers: Optional[Mapping[str, str]] = None
+    """More response headers, e.g. ``{"Location": url}`` for a redirect."""
 
     def __post_init__(self) -> None:
         if isinstance(self.status, bool) or not isinstance(self.status, int):
