@@ -246,7 +246,8 @@ class Worker:
     def cycle(self, force: bool = False) -> Tuple[float, str]:
         """Start one upload if one is due; return how long to wait before the next step.
 
-        The reason is ``"sent"`` (go on at once), ``"busy"`` (every upload slot is taken),
+        The reason is ``"sent"`` (go on at once), ``"busy"`` (every upload slot is taken, or
+        nothing else is ready while our uploads run),
         ``"backoff"`` (the file's breaker or this process's pause has not ended),
         ``"waiting"`` (fewer than ``flush_at``, younger than ``flush_interval``), ``"linger"``
         (a due partial batch fills up a little) or ``"idle"`` (nothing ready; other takers,
@@ -272,7 +273,7 @@ class Worker:
                 self._wake_on_append = True
                 if self._appended >= self._due_count:
                     return 0.0, "sent"
-                return self.flush_interval, "idle"
+                return self.flush_interval, "busy"
             self.store.maintain(idle=True)  # give back what the last batches freed
             expiry = self.store.next_lease_expiry()
             if expiry is not None and self.store.reclaim(now):  # a dead taker's batch
