@@ -270,3 +270,30 @@ def test_buffered_counts_are_exported_as_metrics(make_client) -> None:
     held = families["durable_analytics_buffered_messages"]
     assert held.type == "gauge" and [value for _, value in held.samples] == [1.0]
     assert "durable_analytics_buffered_failed_total" in families
+
+
+@pytest.mark.parametrize(
+    "bounds",
+    [{}, {"max_queue_messages": 1000}, {"max_queue_bytes": None}],
+    ids=["default bytes bound", "and a message bound", "no bounds"],
+)
+def test_a_lone_append_far_from_its_bounds_is_one_statement(
+    queue_file: Path, bounds: Dict[str, Any]
+) -> None:
+    """Each statement hands the interpreter lock to other threads and waits to get it back:
+    the common case must not pay four (BEGIN, insert, bounds check, COMMIT)."""
+    store = MessageStore(queue_file, **bounds)
+    store.append('{"warm":1}', 10)
+    statements: List[str] = []
+    store._db().set_trace_callback(statements.append)
+    row_id = store.append('{"n":1}', 7)
+    store._db().set_trace_callback(None)
+    top_level = [sql for sql in statements if not sql.startswith("--")]  # not the pragmas'
+    assert len(top_level) == 1 and top_level[0].startswith("INSERT")
+    assert _rows(queue_file)[-1] == '{"n":1}' and row_id == store.last_id()
+
+
+def test_an_append_near_a_bound_takes_the_exact_path(queue_file: Path) -> None:
+    store = MessageStore(queue_file, max_queue_messages=3, overflow="drop_newest")
+    ids = [store.append(f'{{"n":{n}}}', 7) for n in range(5)]
+    assert ids[3:] == [None, None] and len(_rows(queue_file)) == 3

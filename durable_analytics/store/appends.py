@@ -11,7 +11,7 @@ from typing import List, Optional, Sequence, Tuple
 from ..errors import QueueFull
 from .connection import Connection
 from .ranges import MAX_ID, free_spans, runs
-from .schema import HIGH_WATER, INSERT, INSERT_ROWS, NEXT_ID
+from .schema import HIGH_WATER, INSERT, INSERT_IF, INSERT_ROWS, NEXT_ID
 
 log = logging.getLogger("durable_analytics")
 
@@ -72,8 +72,35 @@ class Appends(Connection):
         """Commit one message's JSON; return its row id, or ``None`` if dropped as newest."""
         if size is None:
             size = len(data.encode("utf-8"))
-        ids = self.append_many([(data, size)], now=now)
+        created = time.time() if now is None else now
+        row_id = self._append_with_room(data, size, created)
+        if row_id is not None:
+            return row_id
+        ids = self.append_many([(data, size)], now=created)
         return ids[0] if ids else None
+
+    def _append_with_room(self, data: str, size: int, created: float) -> Optional[int]:
+        """The common case in one statement (its own transaction: one step, one wait for
+        the interpreter lock instead of four): insert only if the file stays within its
+        bounds whatever pages the row takes. None: no room to spare, the exact path decides."""
+        sql, params = INSERT, [data, size, created]
+        checks = []
+        if self.max_queue_bytes is not None:
+            checks.append(f"({_PAGES_USED}) * {self._page_size} + ? <= ?")
+            # A row's pages: its overflow pages, plus a split leaf and interior page at most.
+            params += (2 * size + 3 * self._page_size, self.max_queue_bytes)
+        if self.max_queue_messages is not None:
+            checks.append(f"({_SPANS}) < ?")
+            params.append(self.max_queue_messages)
+        if checks:
+            sql = f"{INSERT_IF} WHERE {' AND '.join(checks)}"
+        with self.tran_lock:
+            conn = self._db()
+            try:
+                cursor = conn.execute(sql, params)
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from exc
+        return cursor.lastrowid if cursor.rowcount == 1 else None
 
     def count_filtered(self, count: int = 1) -> None:
         """Record that ``count`` messages were filtered out before being stored."""
