@@ -12,8 +12,9 @@ Texts (``last_error``) are not: a label made of error messages would grow withou
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, Iterator, List, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 __all__ = ["Family", "QueueMetrics", "metric_families", "render"]
 
@@ -86,34 +87,44 @@ _FIGURES: Dict[str, _Figure] = {
     ),
 }
 _NOT_EXPORTED = {"path", "last_error", "endpoint", "max_queue_messages", "max_queue_bytes"}
+_BREAKER = PREFIX + "breaker_open"
+_BREAKER_HELP = (
+    "1 while every sender on the file waits out a failure (the shared backoff, until "
+    "next_retry_timestamp_seconds), else 0."
+)
 
 
-def metric_families(all_stats: Iterable[Any]) -> List[Family]:
+def metric_families(all_stats: Iterable[Any], now: Optional[float] = None) -> List[Family]:
     """The metric families for one or more queues' ``stats()`` (one sample per queue).
 
-    Pure: the same stats give the same families, in a stable order (the table's, then any
-    other figure's by name).
+    Pure given ``now`` (default: the clock, read once): the same stats give the same
+    families, in a stable order (the table's, then any other figure's by name).
     """
+    now = time.time() if now is None else now
     samples: Dict[str, List[Tuple[Labels, float]]] = {}
     kinds: Dict[str, Tuple[str, str]] = {}
     for stats in all_stats:
         figures = stats.as_dict()
         queue = (("queue", str(figures.get("path", ""))),)
         for key, value in figures.items():
-            for name, kind, text, labels, number in _export(key, value, queue):
+            for name, kind, text, labels, number in _export(key, value, queue, now):
                 kinds.setdefault(name, (kind, text))
                 samples.setdefault(name, []).append((labels, number))
-    known = [PREFIX + figure.name for figure in _FIGURES.values()]
+    known = [PREFIX + figure.name for figure in _FIGURES.values()] + [_BREAKER]
     order = [n for n in known if n in samples] + sorted(set(samples) - set(known))
     return [Family(n, kinds[n][0], kinds[n][1], tuple(samples[n])) for n in order]
 
 
-def _export(key: str, value: Any, queue: Labels) -> Iterator[Tuple[str, str, str, Labels, float]]:
+def _export(
+    key: str, value: Any, queue: Labels, now: float
+) -> Iterator[Tuple[str, str, str, Labels, float]]:
     figure = _FIGURES.get(key)
     if key in _NOT_EXPORTED:
         return
     if figure is not None:
         yield PREFIX + figure.name, figure.type, figure.help, queue, _number(value)
+        if key == "retry_at":  # the file-wide breaker: open until the shared backoff ends
+            yield _BREAKER, "gauge", _BREAKER_HELP, queue, float(bool(value) and value > now)
     elif isinstance(value, str) and _is_state(key):
         name = PREFIX + (key if key.endswith("_state") else key + "_state")
         text = f"stats() {key!r}: 1 for the current state (the state label)."

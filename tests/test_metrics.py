@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
@@ -31,6 +32,7 @@ EVERY_FIGURE = {
     "durable_analytics_file_bytes": "gauge",
     "durable_analytics_oldest_message_age_seconds": "gauge",
     "durable_analytics_next_retry_timestamp_seconds": "gauge",
+    "durable_analytics_breaker_open": "gauge",
 }
 
 
@@ -80,6 +82,7 @@ def test_every_figure_maps_to_one_family_with_a_queue_label() -> None:
         "durable_analytics_file_bytes": {q: 8192},
         "durable_analytics_oldest_message_age_seconds": {q: 12.5},
         "durable_analytics_next_retry_timestamp_seconds": {q: 0},  # None: nothing to wait for
+        "durable_analytics_breaker_open": {q: 0},
     }
     assert all(help_text for _, help_text, _ in families.values())
 
@@ -124,6 +127,41 @@ def test_several_queues_share_each_family() -> None:
     ready = next(f for f in families if f.name == "durable_analytics_ready_messages")
     assert ready.samples == (((("queue", "/a"),), 3.0), ((("queue", "/b"),), 9.0))
     assert [f.name for f in families] == [f.name for f in metric_families([base("/a")])]
+
+
+@pytest.mark.parametrize(
+    "retry_at, now, open_",
+    [(None, 100.0, 0), (0, 100.0, 0), (99.0, 100.0, 0), (100.0, 100.0, 0), (100.5, 100.0, 1)],
+)
+def test_breaker_is_open_until_the_shared_backoff_ends(
+    retry_at: Optional[float], now: float, open_: int
+) -> None:
+    families = {f.name: f for f in metric_families([base(retry_at=retry_at)], now=now)}
+    assert families["durable_analytics_breaker_open"].samples == (
+        ((("queue", "/q.sqlite3"),), float(open_)),
+    )
+    retry = families["durable_analytics_next_retry_timestamp_seconds"].samples[0][1]
+    assert retry == (retry_at or 0)
+
+
+def test_stats_shows_the_breaker_of_a_file_in_backoff(
+    keyed: Dict[str, str], queue_file: Path
+) -> None:
+    fill(queue_file, 3)
+    store = MessageStore.open(queue_file)
+    try:
+        owner = store.new_owner()
+        lease = store.lease(owner, max_messages=3, max_bytes=1 << 30, lease_seconds=30)
+        assert lease is not None
+        until = time.time() + 3600
+        store.release(owner, lease.ids, error="HTTP 503: down", retry_at=until)
+    finally:
+        store.close()
+    families = parsed(cli("stats", "--format", "prometheus", env=keyed).stdout)
+    q = (("queue", str(queue_file)),)
+    assert families["durable_analytics_breaker_open"][2] == {q: 1}
+    assert families["durable_analytics_next_retry_timestamp_seconds"][2] == {q: until}
+    assert families["durable_analytics_ready_messages"][2] == {q: 3}
 
 
 @pytest.mark.parametrize(
@@ -182,6 +220,10 @@ def test_stats_format_prometheus_exact_output(env: Dict[str, str], queue_file: P
         "after a failure (Unix time); 0 when they need not wait.\n"
         "# TYPE durable_analytics_next_retry_timestamp_seconds gauge\n"
         f"durable_analytics_next_retry_timestamp_seconds{q} 0\n"
+        "# HELP durable_analytics_breaker_open 1 while every sender on the file waits out a "
+        "failure (the shared backoff, until next_retry_timestamp_seconds), else 0.\n"
+        "# TYPE durable_analytics_breaker_open gauge\n"
+        f"durable_analytics_breaker_open{q} 0\n"
     )
     assert parsed(result.stdout)  # and prometheus_client reads it
 
