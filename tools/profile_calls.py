@@ -4,6 +4,9 @@ each of the queue's write transactions, to see which of them the slow calls over
     python tools/profile_calls.py                  # 20,000 calls, worker uploading
     python tools/profile_calls.py --no-send        # the call alone (send=False)
     python tools/profile_calls.py --transactions   # also: lease/ack times, slow calls' overlaps
+    python tools/profile_calls.py --threads 16 --calls 1000 [--ungrouped]
+                                                   # 16 threads; --ungrouped: each call commits
+                                                   # alone (no group commit), to compare
 
 The collector runs in a process of its own, as in ``tools/bench.py``. This is a diagnostic:
 the side-by-side comparison with segment-analytics-python is ``tools/bench.py``.
@@ -15,6 +18,7 @@ import argparse
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -34,6 +38,8 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=20_000)
     parser.add_argument("--no-send", action="store_true", help="send=False: no worker")
     parser.add_argument("--transactions", action="store_true", help="time each write")
+    parser.add_argument("--threads", type=int, default=1, help="threads, --calls each")
+    parser.add_argument("--ungrouped", action="store_true", help="no group commit")
     args = parser.parse_args()
 
     spans: List[Tuple[float, float, str]] = []
@@ -60,13 +66,11 @@ def main() -> int:
                 queue_path=str(Path(tmp) / "calls.sqlite3"),
                 send=not args.no_send,
             )
+            if args.ungrouped and client.store is not None:
+                client._committer = _Ungrouped(client.store)
             for i in range(200):
                 client.track(f"warm-{i}", "Order Completed", PROPERTIES)
-            clock = time.perf_counter
-            for i in range(args.calls):
-                started = clock()
-                client.track(f"user-{i:06d}", "Order Completed", PROPERTIES)
-                calls.append((started, clock() - started))
+            elapsed = _record(client, args.calls, args.threads, calls)
             client.shutdown(timeout=30)
     finally:
         collector.close()
@@ -74,6 +78,8 @@ def main() -> int:
     timings = sorted(duration for _, duration in calls)
     print(
         f"{'no send' if args.no_send else 'worker uploading'}: {len(timings):,} calls, "
+        f"{args.threads} thread(s){', ungrouped' if args.ungrouped else ''}, "
+        f"{len(timings) / elapsed:,.0f} calls/s, "
         f"median {statistics.median(timings) * 1e6:.1f} µs, "
         f"mean {statistics.fmean(timings) * 1e6:.1f} µs, "
         f"p99 {timings[int(len(timings) * 0.99)] * 1e6:.1f} µs, "
@@ -94,6 +100,37 @@ def main() -> int:
         overlapping = sum(1 for s, d in slow if any(t < s + d and t + u > s for t, u, _ in spans))
         print(f"  calls over 1 ms: {len(slow)}, of which {overlapping} overlap a transaction")
     return 0
+
+
+class _Ungrouped:
+    """Each call commits its own message, as before group commit."""
+
+    def __init__(self, store: MessageStore) -> None:
+        self.commit = store.append
+
+
+def _record(client: Client, count: int, threads: int, calls: List[Tuple[float, float]]) -> float:
+    """``count`` calls in each of ``threads`` threads started together; the seconds from the
+    start to the last return."""
+    start = threading.Barrier(threads + 1)
+
+    def record(thread: int) -> None:
+        clock, mine = time.perf_counter, []
+        start.wait()
+        for i in range(count):
+            started = clock()
+            client.track(f"user-{thread}-{i:06d}", "Order Completed", PROPERTIES)
+            mine.append((started, clock() - started))
+        calls.extend(mine)
+
+    workers = [threading.Thread(target=record, args=(n,)) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    start.wait()
+    began = time.perf_counter()
+    for worker in workers:
+        worker.join()
+    return time.perf_counter() - began
 
 
 if __name__ == "__main__":
