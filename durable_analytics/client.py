@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from .committer import BufferedCommitter, GroupCommitter
 from .config import DEFAULT_ENDPOINT, Config
-from .errors import ConfigError, ValidationError
+from .errors import ConfigError, RejectedError, TransientError, ValidationError
 from .hooks import apply_before_send
 from .lifecycle import CLIENTS
 from .limits import MAX_REQUEST_BYTES
@@ -324,9 +324,7 @@ class Client:
         self._stored.add(row_id)
         log.debug("stored %s %s", message.type, encoded.message_id)
         if self.config.sync_mode:
-            self._worker_here().deliver_until(
-                lambda: self.store.pending_in(((row_id, row_id),)), self.config.flush_timeout
-            )
+            self._deliver_now(row_id)
         elif not self._closed:
             self._ensure_worker().notify_append()
         return CallResult(True, returned_message(encoded.wire))
@@ -356,6 +354,35 @@ class Client:
             self._stored.add(row_id)
         if not self._closed:
             self._ensure_worker().notify_append(len(row_ids))
+
+    def _deliver_now(self, row_id: int) -> None:
+        """sync_mode: upload in the caller's thread and raise if that failed, as segment does.
+
+        One attempt (after any backoff the file asks for, within ``flush_timeout``); the
+        message stays on disk either way, for a later call, ``flush()`` or the next run.
+        """
+        worker = self._worker_here()
+        failures = worker.totals.failed_attempts
+        mine = ((row_id, row_id),)
+        worker.deliver_until(
+            lambda: self.store.pending_in(mine) and worker.totals.failed_attempts == failures,
+            self.config.flush_timeout,
+        )
+        dead = self.store.dead_reason(row_id)
+        if dead is not None:
+            status, reason = dead
+            raise RejectedError(
+                f"sync_mode: the server refused the message ({reason}); it is kept as a dead "
+                "letter (`durable-analytics dead-letters list`)",
+                status=status,
+            )
+        if self.store.pending_in(mine):
+            why = worker.totals.last_error or f"no answer within {self.config.flush_timeout:g}s"
+            raise TransientError(
+                f"sync_mode: the message was not delivered ({why}); it stays queued on disk "
+                "and is sent by a later call, flush() or the next run",
+                status=worker.totals.last_status,
+            )
 
     # ----------------------------------------------------------------------------------------
     # Delivery control

@@ -69,15 +69,22 @@ class QueueLocked(QueueError):
 
 
 class DeliveryError(AnalyticsError):
-    """A batch could not be delivered; passed to ``on_error`` with the messages concerned."""
+    """A batch could not be delivered; passed to ``on_error`` with the messages concerned, and
+    raised by a ``sync_mode`` call. Like segment's ``APIError`` it has ``.status`` (the HTTP
+    status, ``None`` for a network error), ``.code`` (what kind of failure) and ``.message``."""
+
+    code = "error"
 
     def __init__(self, message: str, *, status: Optional[int] = None) -> None:
         super().__init__(message)
         self.status = status
+        self.message = message
 
 
 class TransientError(DeliveryError):
     """The server may accept the batch later (timeouts, resets, 408, 429, 5xx)."""
+
+    code = "transient"
 
     def __init__(
         self, message: str, *, status: Optional[int] = None, retry_after: Optional[float] = None
@@ -87,8 +94,13 @@ class TransientError(DeliveryError):
 
 
 class RejectedError(DeliveryError):
-    """The server refused the message for good (400, 413, other 4xx); it was dead-lettered."""
+    """The server refused the message for good (400, 413, other 4xx), or it was retried past
+    ``max_retry_age``: it was dead-lettered (kept on disk, not sent again by itself)."""
+
+    code = "rejected"
 
 
 class AuthError(DeliveryError):
     """401 or 403: the write key is wrong or forbidden. Messages are kept; sending pauses."""
+
+    code = "unauthorized"

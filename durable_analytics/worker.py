@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, Un
 import tenacity
 
 from .deadline import LEASE_MARGIN, check_lease, lease_for
-from .errors import AuthError, ConfigError, RejectedError, TransientError
+from .errors import ConfigError, RejectedError
 from .limits import MAX_REQUEST_BYTES
 from .policy import (
     Action,
@@ -62,6 +62,7 @@ class Totals:
     requests: int = 0
     wire_bytes: int = 0
     last_error: Optional[str] = None
+    last_status: Optional[int] = None  # of the last failed request (None: a network error)
     statuses: Dict[str, int] = field(default_factory=dict)
 
 
@@ -467,7 +468,7 @@ class Worker:
     def _report_retry(
         self, rows: List[Row], outcome: Outcome, dead: List[int], pause: bool
     ) -> None:
-        """Tell ``on_error`` what a failed upload means for its messages."""
+        """Tell ``on_error`` of the messages given up; log the ones still retried."""
         if dead:
             dead_set = set(dead)
             reason = f"retried for over {self.policy.max_retry_age:g}s: {outcome.reason}"
@@ -476,22 +477,17 @@ class Worker:
             self._call(
                 self.on_error, RejectedError(reason, status=outcome.status), _parsed(expired)
             )
-        if self.on_error is None:
-            return
-        if pause:
-            self._call(
-                self.on_error, AuthError(outcome.reason, status=outcome.status), _parsed(rows)
-            )
-            return
+        # on_error hears only of messages given up (dead-lettered, above): these are kept and
+        # retried, and a handler that saves "lost" messages must not save them twice.
         exhausted = [row for row in rows if row.attempts + 1 == self.max_retries]
-        if exhausted:
-            error = TransientError(
-                f"not delivered after {self.max_retries} attempts ({outcome.reason}); "
-                "still queued on disk and retried",
-                status=outcome.status,
-                retry_after=outcome.retry_after,
+        if exhausted and not pause:
+            log.warning(
+                "%d message(s) not delivered after %d attempts (%s); still queued on disk and "
+                "retried until max_retry_age",
+                len(exhausted),
+                self.max_retries,
+                outcome.reason,
             )
-            self._call(self.on_error, error, _parsed(exhausted))
 
     def _count(self, outcome: Outcome) -> None:
         key = str(outcome.status) if outcome.status is not None else "network"
@@ -501,6 +497,7 @@ class Worker:
             self.totals.statuses[key] = self.totals.statuses.get(key, 0) + 1
             if outcome.kind is not Kind.ACCEPTED:
                 self.totals.last_error = outcome.reason
+                self.totals.last_status = outcome.status
 
     @staticmethod
     def _call(callback: Optional[Callable[..., Any]], *args: Any) -> None:

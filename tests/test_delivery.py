@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -15,7 +16,7 @@ from typing import Any, Dict, Iterator, List, Tuple
 import pytest
 import requests
 
-from durable_analytics import AuthError, RejectedError, RetryPolicy, TransientError
+from durable_analytics import RejectedError, RetryPolicy, TransientError
 from durable_analytics.store import MessageStore
 from durable_analytics.testing import Collector, Response
 from durable_analytics.transport import Transport, envelope_overhead
@@ -271,8 +272,7 @@ def test_bad_write_key_keeps_messages_pauses_and_reports(queue_file) -> None:
             stats = client.stats()
             assert (stats.ready, stats.dead) == (3, 0)
             assert stats.retry_at is None  # the pause is this process's: a fixed key need not wait
-            assert len(errors) == 1 and isinstance(errors[0], AuthError) and errors[0].status == 401
-            assert "wrong-key" not in str(errors[0])
+            assert errors == []  # kept, not given up: on_error hears only of dead letters
         finally:
             client.shutdown(timeout=0)
         fixed = Client(
@@ -304,19 +304,19 @@ def test_messages_failing_past_max_retry_age_are_dead_lettered_not_dropped(
     assert any(isinstance(e, RejectedError) for e in errors)
 
 
-def test_on_error_reports_a_batch_still_failing_after_max_retries(
-    make_client, collector: Collector
+def test_on_error_is_not_told_of_a_message_still_retried_after_max_retries(
+    make_client, collector: Collector, caplog: Any
 ) -> None:
+    """segment's on_error means 'given up'; a message retried after max_retries is not, and a
+    handler that saves lost messages must not save it (it is delivered later)."""
     collector.respond_with(503, 503, 503)
     errors: List[Tuple[Exception, List[Dict[str, Any]]]] = []
     client = make_client(max_retries=2, on_error=lambda e, b: errors.append((e, b)))
-    message_id = client.track("u", "e").message_id
-    assert client.flush()
-    assert len(errors) == 1
-    error, batch = errors[0]
-    assert isinstance(error, TransientError) and error.status == 503
-    assert "not delivered after 2 attempts" in str(error)
-    assert [m["messageId"] for m in batch] == [message_id]
+    with caplog.at_level(logging.WARNING, logger="durable_analytics"):
+        message_id = client.track("u", "e").message_id
+        assert client.flush()
+    assert errors == []
+    assert any("not delivered after 2 attempts" in r.getMessage() for r in caplog.records)
     assert collector.message_ids == {message_id}
 
 
@@ -439,12 +439,36 @@ def test_send_false_validates_and_discards(make_client, collector: Collector, qu
 
 
 def test_sync_mode_delivers_before_the_call_returns(make_client, collector: Collector) -> None:
-    collector.respond_with(503)
     client = make_client(sync_mode=True)
     message_id = client.track("u", "e").message_id
     assert collector.message_ids == {message_id}
-    assert [r.status for r in collector.requests] == [503, 200]
     assert client._worker._thread is None  # no background thread in sync mode
+
+
+def test_sync_mode_raises_a_failed_upload_and_keeps_the_message(
+    make_client, collector: Collector
+) -> None:
+    """As segment raises in sync mode; the message stays on disk and goes with the next call."""
+    collector.respond_with(503)
+    client = make_client(sync_mode=True)
+    with pytest.raises(TransientError) as info:
+        client.track("u", "first")
+    assert (info.value.status, info.value.code) == (503, "transient")
+    assert "stays queued on disk" in info.value.message
+    assert client.stats().ready == 1 and collector.message_ids == set()
+    client.track("u", "second")
+    assert {m["event"] for m in collector.messages} == {"first", "second"}
+
+
+def test_sync_mode_raises_a_rejected_message_kept_as_a_dead_letter(
+    make_client, collector: Collector
+) -> None:
+    collector.respond_with(422)
+    client = make_client(sync_mode=True)
+    with pytest.raises(RejectedError) as info:
+        client.track("u", "refused")
+    assert (info.value.status, info.value.code) == (422, "rejected")
+    assert client.stats().dead == 1
 
 
 def test_sync_mode_keeps_the_message_when_the_server_is_down(
@@ -453,7 +477,8 @@ def test_sync_mode_keeps_the_message_when_the_server_is_down(
     collector.refuse()
     client = make_client(sync_mode=True, flush_timeout=0.3)
     started = time.monotonic()
-    client.track("u", "e")
+    with pytest.raises(TransientError, match="stays queued on disk"):
+        client.track("u", "e")
     assert time.monotonic() - started < 2.0
     assert client.stats().ready == 1
 

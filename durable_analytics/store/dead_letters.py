@@ -52,6 +52,11 @@ def _dead_filter(
 class DeadLetters(Connection):
     """Listing, requeueing and purging dead letters."""
 
+    def dead_reason(self, row_id: int) -> Optional[Tuple[Optional[int], Optional[str]]]:
+        """``(http_status, reason)`` if the message ``row_id`` is a dead letter, else None."""
+        rows = self._read("SELECT http_status, reason FROM dead_letters WHERE id = ?", (row_id,))
+        return rows[0] if rows else None
+
     def dead_letters(self, limit: int = 100, offset: int = 0) -> List[DeadLetter]:
         """Rejected messages, oldest first."""
         rows = self._read(
