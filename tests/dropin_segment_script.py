@@ -57,8 +57,7 @@ def main(host: str, module: str = "durable_analytics") -> int:
     analytics.join()
     analytics.shutdown()
 
-    # segment returns (success, message); durable-analytics returns the messageId itself.
-    ids = [r if isinstance(r, str) else r[1]["messageId"] for r in results]
+    ids = [message["messageId"] for _success, message in results]  # segment's (success, msg)
     print(json.dumps(ids))
     if errors:
         print(f"on_error was called: {errors!r}", file=sys.stderr)

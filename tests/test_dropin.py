@@ -4,6 +4,10 @@ test extra, ``send=False``) is the reference where a shape must match."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any, Dict, Tuple
 
 import pytest
@@ -165,3 +169,32 @@ def test_segment_only_options_are_accepted(make_client: Any, collector: Collecto
         oauth_scope="tracking_api:write",
     )
     assert client.track("u", "e").success and client.flush() is True
+
+
+RESULTS_SCRIPT = Path(__file__).resolve().parent / "dropin_segment_results_script.py"
+
+
+def _run_results_script(collector: Collector, env: dict, module: str) -> Dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, str(RESULTS_SCRIPT), collector.url, module],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_the_same_program_sees_the_same_returns_exceptions_and_full_queue(
+    collector: Collector, child_env: dict, tmp_path: Path
+) -> None:
+    child_env["XDG_DATA_HOME"] = str(tmp_path / "data")
+    ours = _run_results_script(collector, child_env, "durable_analytics")
+    with Collector() as other:
+        theirs = _run_results_script(other, child_env, "segment.analytics")
+    assert ours == theirs
+    assert ours["full queue"] == {"first": True, "second": False, "second event": "Overflow"}
+    assert all(value.startswith("caught as") for value in ours["raises"].values())
+    sent = {m.get("event") for m in collector.messages}
+    assert {"Signed Up", "Module Event", "Float", "First"} <= sent and "Overflow" not in sent
