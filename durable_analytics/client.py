@@ -78,9 +78,19 @@ class Client:
             raise ConfigError("pass either config= or options, not both")
         config = given if given is not None else Config.from_call((write_key, *args), options)
         self.config: Config = config
-        if config.oauth:
-            raise ConfigError("OAuth is not supported by this version yet: use the write key")
         configure_logging(config.debug, config.log_handler)
+        self._oauth: Any = None
+        if config.oauth:
+            from .oauth import TokenAuth
+
+            self._oauth = TokenAuth(
+                config.oauth_client_id,
+                config.oauth_client_key,
+                config.oauth_key_id,
+                config.oauth_auth_server,
+                config.oauth_scope,
+                timeout=config.timeout,
+            )
         try:
             self._encoder = Encoder(
                 max_message_bytes=config.max_message_bytes,
@@ -506,6 +516,7 @@ class Client:
             timeout=self.config.timeout,
             proxies=self.config.proxies,
             verify=self.config.verify,
+            auth=self._oauth,
         )
         return Worker(
             self.store,

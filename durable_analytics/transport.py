@@ -81,12 +81,15 @@ class Transport:
         timeout: Timeout = 15.0,
         proxies: Optional[Mapping[str, str]] = None,
         verify: Union[bool, str] = True,
+        auth: Any = None,
     ) -> None:
+        """``auth``: what ``requests`` takes as ``auth=`` (an OAuth bearer token source, see
+        oauth.py); by default HTTP Basic with the write key."""
         self.url = check_endpoint(endpoint) + "/v1/batch"
         self.gzip = gzip
         self.timeout = timeout
         self.verify = verify
-        self._auth = (write_key, "")
+        self._auth = auth if auth is not None else (write_key, "")
         self._session = requests.Session()
         adapter = DeadlineAdapter()
         self._session.mount("http://", adapter)

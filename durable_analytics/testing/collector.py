@@ -39,6 +39,8 @@ class Collector:
     carrying up to ``keep`` messages in all (None: everything, as tests want; a long-running
     collector sets it to bound its memory). The counts (:attr:`counts`, :attr:`duplicates`)
     stay exact either way.
+    ``bearer_token``: if set, a request must carry ``Authorization: Bearer <it>`` (OAuth, as
+    Segment's API accepts) instead of Basic auth with the write key; else 401.
     ``debugger``: also serve the debugger page at ``/`` (see :mod:`.debugger`); it shows the
     latest ``keep`` accepted messages (1,000 when ``keep`` is None).
     """
@@ -56,10 +58,12 @@ class Collector:
         network: Optional[Network] = None,
         keep: Optional[int] = None,
         debugger: bool = False,
+        bearer_token: Optional[str] = None,
     ) -> None:
         if keep is not None and keep < 1:
             raise ValueError(f"keep must be None or at least 1, not {keep}")
         self._write_key = write_key
+        self._bearer_token = bearer_token
         self._host = host
         self._requested_port = port
         self._out_path = os.fspath(out) if out is not None else None
@@ -385,7 +389,9 @@ class Collector:
             elif scripted is not None:
                 outcome = scripted_outcome(scripted, payload, handler.server.stopping)
             else:
-                outcome = self._validate(user, password, body, decode_error, payload)
+                outcome = self._validate(
+                    user, password, body, decode_error, payload, headers.get("Authorization")
+                )
 
         request = ReceivedRequest(
             path=handler.path,
@@ -420,8 +426,12 @@ class Collector:
         body: Optional[bytes],
         decode_error: Optional[Outcome],
         payload: Optional[dict[str, Any]],
+        authorization: Optional[str] = None,
     ) -> Outcome:
-        refused = contract.check_auth(user, password, self._write_key)
+        if self._bearer_token is not None:
+            refused = contract.check_bearer(authorization, self._bearer_token)
+        else:
+            refused = contract.check_auth(user, password, self._write_key)
         if refused is not None:
             return refused
         with self._cond:

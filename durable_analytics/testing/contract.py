@@ -83,6 +83,16 @@ def check_auth(
     return None
 
 
+def check_bearer(header: Optional[str], token: str) -> Optional[Outcome]:
+    """The 401 unless the request carries ``Authorization: Bearer <token>`` (OAuth)."""
+    scheme, _, given = (header or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        return Outcome(401, {"error": "missing OAuth bearer token"})
+    if given.strip() != token:
+        return Outcome(401, {"error": "invalid OAuth bearer token"})
+    return None
+
+
 def check_batch(
     body: Optional[bytes],
     decode_error: Optional[Outcome],
