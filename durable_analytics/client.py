@@ -527,6 +527,7 @@ class Client:
             max_batch_messages=self.config.max_batch_messages,
             max_batch_bytes=self.config.max_batch_bytes,
             lease_seconds=self.config.lease_seconds,
+            max_in_flight=self.config.max_in_flight,
             max_retries=self.config.max_retries,
             auth_pause=self.config.auth_pause,
             on_error=self.config.on_error,

@@ -23,7 +23,7 @@ from .committer import DEFAULT_BUFFER_INTERVAL
 from .environment import ENV_WRITE_KEY, VARIABLES, lookup
 from .errors import ConfigError
 from .limits import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_QUEUE_BYTES, MAX_REQUEST_BYTES
-from .retry import RetryPolicy
+from .policy import DEFAULT_MAX_IN_FLIGHT, RetryPolicy
 
 __all__ = [
     "Config",
@@ -333,6 +333,12 @@ class Config:
     )
     lease_seconds: float = option(
         None, "None: max(30, request deadline + 15): a batch is never sent twice at once", _positive
+    )
+    max_in_flight: int = option(
+        DEFAULT_MAX_IN_FLIGHT,
+        "batches on the wire at once per process: a far server still takes 10,000+ events/s; "
+        "1 sends one batch at a time (delivery order is never promised)",
+        _count,
     )
     flush_timeout: float = option(
         10.0, "flush(), join() and shutdown() never hang (segment's flush has no bound)", _positive

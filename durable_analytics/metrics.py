@@ -85,6 +85,14 @@ _FIGURES: Dict[str, _Figure] = {
         "gauge",
         "When senders may try again after a failure (Unix time); 0 when they need not wait.",
     ),
+    "retrying": _Figure(
+        "retrying_messages",
+        "gauge",
+        "Messages of failed batches waiting for their own retry time (part of ready).",
+    ),
+    "failures_in_a_row": _Figure(
+        "failures_in_a_row", "gauge", "Uploads that failed in a row across the file."
+    ),
 }
 _NOT_EXPORTED = {"path", "last_error", "endpoint", "max_queue_messages", "max_queue_bytes"}
 _BREAKER = PREFIX + "breaker_open"

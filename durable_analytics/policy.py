@@ -38,6 +38,7 @@ __all__ = [
     "RetryPolicy",
     "DEFAULT_RETRY_POLICY",
     "BREAKER_AFTER",
+    "DEFAULT_MAX_IN_FLIGHT",
     "MAX_BATCH_MESSAGES",
     "MAX_BATCH_BYTES",
     "classify",
@@ -52,6 +53,7 @@ __all__ = [
 
 SECONDS_PER_DAY = 86_400.0
 BREAKER_AFTER = 5  # failures in a row, across the whole file, that open the breaker
+DEFAULT_MAX_IN_FLIGHT = 8  # batches on the wire at once, per process
 _MIN_WAIT = 0.001  # a wait computed to a few ulps above zero must not spin the worker
 
 

@@ -27,6 +27,8 @@ from .deadline import LEASE_MARGIN, check_lease, lease_for
 from .errors import ConfigError, RejectedError
 from .limits import MAX_REQUEST_BYTES
 from .policy import (
+    BREAKER_AFTER,
+    DEFAULT_MAX_IN_FLIGHT,
     Action,
     Decision,
     Kind,
@@ -48,7 +50,6 @@ log = logging.getLogger("durable_analytics")
 ErrorCallback = Callable[[Exception, List[Dict[str, Any]]], Any]
 DeliveryCallback = Callable[[List[Dict[str, Any]]], Any]
 
-DEFAULT_MAX_IN_FLIGHT = 8  # batches on the wire at once, per process
 _POLL = 0.1  # how often a waiter re-reads the file for other processes' progress
 
 
@@ -132,6 +133,7 @@ class Worker:
         self._paused_until = 0.0  # a configuration error pauses this process only
         self._last_send = 0.0
         self._full_batch = False  # more are waiting: the next cycle leases without counting
+        self._tripped = False  # the breaker opened and may let one probe through
         self._last_failure_log = -60.0
 
     # ----------------------------------------------------------------------------------------
@@ -304,6 +306,8 @@ class Worker:
             if self._wake_on_append and self._appended >= self._due_count:
                 return 0.0, "sent"  # enough arrived while we looked: look again at once
             return plan.wait, plan.reason
+        if self._tripped and not self.store.claim_probe(now, self.lease_seconds, BREAKER_AFTER):
+            return _POLL, "backoff"  # another taker sends the one probe of the half-open breaker
         self._appended = 0
         self._last_send = now
         lease = self.store.lease(  # one small row written: see the store
@@ -321,8 +325,9 @@ class Worker:
     def _blocked_for(self, now: float) -> float:
         """What is left of the file's breaker (bounded by the policy's cap whatever the clock
         did since it was stored) or of this process's pause."""
-        state = self.store.backoff()
-        breaker = wait_left(state.retry_at, 0.0, now, self.policy.cap)
+        state = self.store.breaker(now)
+        self._tripped = state.failures >= BREAKER_AFTER
+        breaker = wait_left(state.retry_at, state.opened, now, self.policy.cap)
         return max(breaker, self._paused_until - now)
 
     def _start_upload(self, lease: Lease) -> None:
@@ -363,11 +368,12 @@ class Worker:
                 return
             first = False
             segment = segments.pop()
+            sent_at = self.clock()
             outcome = self.transport.send([row.data for row in segment])
             self._count(outcome)
             decision = self._decide(outcome, segment)
             if decision.action is Action.ACK:
-                self._ack(segment, outcome)
+                self._ack(segment, outcome, sent_at)
             elif decision.action is Action.SPLIT:
                 middle = len(segment) // 2
                 segments += [segment[middle:], segment[:middle]]
@@ -376,7 +382,7 @@ class Worker:
             else:
                 rest = segment + [row for part in segments for row in part]
                 segments.clear()
-                self._retry_later(rest, outcome, decision)
+                self._retry_later(rest, outcome, decision, sent_at)
 
     def _still_ours(self, segments: List[List[Row]]) -> bool:
         """Before a further request of a split: extend the lease, or give the rest back."""
@@ -384,7 +390,7 @@ class Worker:
         if self._stop.is_set():
             self.store.release(self.owner, ids, error="stopped", retry_at=None, count_failure=False)
             return False
-        held = self.store.extend(self.owner, ids, self.lease_seconds)
+        held = self.store.extend(self.owner, ids, self.lease_seconds, now=self.clock())
         if held < len(ids):
             log.warning("lost the lease of a batch being split; its other taker carries on")
             return False
@@ -406,8 +412,8 @@ class Worker:
             self._slots = next_concurrency(self._slots, outcome.kind, self.max_in_flight)
         return decision
 
-    def _ack(self, rows: List[Row], outcome: Outcome) -> None:
-        self.store.ack([row.id for row in rows])
+    def _ack(self, rows: List[Row], outcome: Outcome, sent_at: float) -> None:
+        self.store.ack([row.id for row in rows], sent_at=sent_at)
         with self._lock:
             self.totals.delivered += len(rows)
         log.debug("delivered %d message(s) (%d bytes)", len(rows), outcome.wire_bytes)
@@ -430,7 +436,9 @@ class Worker:
             error = RejectedError(outcome.reason, status=outcome.status)
             self._call(self.on_error, error, _parsed(rows))
 
-    def _retry_later(self, rows: List[Row], outcome: Outcome, decision: Decision) -> None:
+    def _retry_later(
+        self, rows: List[Row], outcome: Outcome, decision: Decision, sent_at: float
+    ) -> None:
         now = self.clock()
         ids = [row.id for row in rows]
         pause = decision.action is Action.PAUSE
@@ -451,14 +459,18 @@ class Worker:
                 outcome.reason,
                 decision.retry_at - now,
             )
-        before, _ = give_up_rule(now, self.policy, self.policy.cap + self.lease_seconds)
+        before, attempts = give_up_rule(now, self.policy, self.policy.cap + self.lease_seconds)
         _, dead = self.store.release(
             self.owner,
             ids,
             error=outcome.reason,
             retry_at=decision.retry_at,
             give_up_before=before,
+            give_up_attempts=attempts,
             count_failure=decision.count_failure,
+            breaker_until=decision.breaker_until,
+            sent_at=sent_at,
+            now=now,
         )
         with self._lock:
             self.totals.failed_attempts += 1

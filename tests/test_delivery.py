@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from durable_analytics import RejectedError, RetryPolicy, TransientError
+from durable_analytics.policy import BREAKER_AFTER
 from durable_analytics.store import MessageStore
 from durable_analytics.testing import Collector, Response
 from durable_analytics.transport import Transport, envelope_overhead
@@ -324,21 +325,26 @@ def test_on_error_is_not_told_of_a_message_still_retried_after_max_retries(
 # Backoff state lives in the file
 
 
-def test_backoff_survives_a_restart(make_client, collector: Collector, queue_file) -> None:
+def test_a_failed_batch_waits_alone_and_its_wait_survives_a_restart(
+    make_client, collector: Collector, queue_file
+) -> None:
     collector.respond_with(503)
     first = make_client(retry_policy=RetryPolicy(initial=2.0, maximum=2.0, jitter=False))
     first.track("u", "e")
     assert first.flush(timeout=0.5) is False
     first.shutdown(timeout=0)
     assert len(collector.requests) == 1
+    assert first.stats().retrying == 1
 
     second = make_client(retry_policy=RetryPolicy(initial=2.0, maximum=2.0, jitter=False))
     second.track("u", "e2")
-    assert second.flush(timeout=0.5) is False  # still inside the stored 2 s backoff
-    assert len(collector.requests) == 1  # the restart did not stampede the server
-    assert second.store.backoff().retry_at > time.time()
-    assert second.flush(timeout=10) is True
-    assert len(collector.message_ids) == 2
+    assert second.flush(timeout=5) is True  # other messages keep flowing
+    assert len(collector.requests) == 2  # the restart did not send the waiting batch early
+    assert collector.message_ids == {collector.requests[1].payload["batch"][0]["messageId"]}
+    stats = second.stats()
+    assert (stats.retrying, stats.breaker) == (1, "closed")  # one failure: no file-wide wait
+    assert collector.wait_for(2, timeout=10)  # and then it is sent
+    assert collector.requests[2].received_at - collector.requests[0].received_at >= 1.9
 
 
 def _count_cycles(worker: Any) -> List[int]:
@@ -356,17 +362,22 @@ def _count_cycles(worker: Any) -> List[int]:
 
 def test_appends_during_a_backoff_do_not_wake_the_worker(make_client, collector: Collector) -> None:
     collector.set_default(503)
-    client = make_client(flush_at=1, retry_policy=SLOW_RETRY)
-    client.track("u", "first")
-    assert collector.wait_for_requests(1, timeout=10)
+    client = make_client(flush_at=1, retry_policy=SLOW_RETRY, max_in_flight=1)
+    for n in range(1, BREAKER_AFTER + 1):  # each fails and waits alone; the last opens the breaker
+        client.track("u", f"failing-{n}")
+        assert collector.wait_for_requests(n, timeout=10)
+    deadline = time.monotonic() + 10
+    while client.stats().breaker != "open" and time.monotonic() < deadline:
+        time.sleep(0.02)  # the last answer is being settled
+    assert client.stats().breaker == "open"
     cycles = _count_cycles(client._worker)
 
     track_many(client, 500)
     time.sleep(0.3)
 
     assert len(cycles) <= 2, len(cycles)  # it sleeps out the backoff instead of polling
-    assert len(collector.requests) == 1
-    assert client.stats().ready == 501
+    assert len(collector.requests) == BREAKER_AFTER
+    assert client.stats().ready == 500 + BREAKER_AFTER
 
 
 def test_appends_while_a_batch_lingers_do_not_wake_the_worker_each_time(

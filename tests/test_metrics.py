@@ -34,6 +34,11 @@ EVERY_FIGURE = {
     "durable_analytics_next_retry_timestamp_seconds": "gauge",
     "durable_analytics_breaker_open": "gauge",
 }
+BREAKER_FIGURES = {
+    "durable_analytics_retrying_messages",
+    "durable_analytics_failures_in_a_row",
+    "durable_analytics_breaker_state",
+}
 
 
 @dataclass
@@ -154,7 +159,7 @@ def test_stats_shows_the_breaker_of_a_file_in_backoff(
         lease = store.lease(owner, max_messages=3, max_bytes=1 << 30, lease_seconds=30)
         assert lease is not None
         until = time.time() + 3600
-        store.release(owner, lease.ids, error="HTTP 503: down", retry_at=until)
+        store.release(owner, lease.ids, error="HTTP 503: down", retry_at=until, breaker_until=until)
     finally:
         store.close()
     families = parsed(cli("stats", "--format", "prometheus", env=keyed).stdout)
@@ -220,10 +225,22 @@ def test_stats_format_prometheus_exact_output(env: Dict[str, str], queue_file: P
         "after a failure (Unix time); 0 when they need not wait.\n"
         "# TYPE durable_analytics_next_retry_timestamp_seconds gauge\n"
         f"durable_analytics_next_retry_timestamp_seconds{q} 0\n"
+        "# HELP durable_analytics_retrying_messages Messages of failed batches waiting for "
+        "their own retry time (part of ready).\n"
+        "# TYPE durable_analytics_retrying_messages gauge\n"
+        f"durable_analytics_retrying_messages{q} 0\n"
+        "# HELP durable_analytics_failures_in_a_row Uploads that failed in a row across the "
+        "file.\n"
+        "# TYPE durable_analytics_failures_in_a_row gauge\n"
+        f"durable_analytics_failures_in_a_row{q} 0\n"
         "# HELP durable_analytics_breaker_open 1 while every sender on the file waits out a "
         "failure (the shared backoff, until next_retry_timestamp_seconds), else 0.\n"
         "# TYPE durable_analytics_breaker_open gauge\n"
         f"durable_analytics_breaker_open{q} 0\n"
+        "# HELP durable_analytics_breaker_state stats() 'breaker': 1 for the current state "
+        "(the state label).\n"
+        "# TYPE durable_analytics_breaker_state gauge\n"
+        f'durable_analytics_breaker_state{{queue="{queue_file}",state="closed"}} 1\n'
     )
     assert parsed(result.stdout)  # and prometheus_client reads it
 
@@ -264,7 +281,7 @@ def test_queue_metrics_in_a_running_process(
     assert families["durable_analytics_filtered"][0] == "counter"
     assert families["durable_analytics_ready_messages"][2] == {q: 0}
     assert families["durable_analytics_delivered"][0] == "counter"
-    assert set(families) == set(EVERY_FIGURE) | {"durable_analytics_filtered"}
+    assert set(families) == set(EVERY_FIGURE) | {"durable_analytics_filtered"} | BREAKER_FIGURES
     # The same figures as the command prints for the same file.
     text = render(metric_families([client.stats()]))
     assert {

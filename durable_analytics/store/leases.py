@@ -19,7 +19,7 @@ from .connection import Connection
 from .dead_letters import move_dead
 from .ranges import MAX_ID, free_spans
 from .records import Lease, Row
-from .schema import COVERED
+from .schema import COVERED, WAITING
 
 log = logging.getLogger("durable_analytics")
 
@@ -142,7 +142,14 @@ class Leases(Connection):
         return int(covered)
 
     def _reclaim(self, conn: sqlite3.Connection, now: float) -> int:
-        """Make ready again the messages of leases that expired or whose owner process is gone."""
+        """Make ready again the messages of leases that expired or whose owner process is gone.
+
+        A lease that started "in the future" means the clock stepped back: it is moved to start
+        now with its length unchanged, so a 2 s retry wait never becomes an hour's."""
+        conn.execute(
+            "UPDATE leases SET expires = ? + (expires - started), started = ? WHERE started > ?",
+            (now, now, now),
+        )
         freed = self._drop_leases(conn, "expires < ?", (now,))
         mine = identity.process_prefix()
         for (owner,) in conn.execute("SELECT DISTINCT owner FROM leases").fetchall():
@@ -218,12 +225,37 @@ class Leases(Connection):
                         (run[0], run[-1], *row[1:]),
                     )
 
-    def extend(self, owner: str, ids: Sequence[int], lease_seconds: float) -> int:
+    @staticmethod
+    def _wait(conn: sqlite3.Connection, ids: Sequence[int], until: float, now: float) -> None:
+        """Cover the (uncovered) messages ``ids`` with WAITING leases until ``until``: each run of
+        them that no other message interrupts becomes one lease row."""
+        wanted = set(ids)
+        if not wanted:
+            return
+        run: List[int] = []
+        found = conn.execute(
+            "SELECT id FROM messages WHERE id BETWEEN ? AND ? ORDER BY id",
+            (min(wanted), max(wanted)),
+        ).fetchall()
+        for (row_id,) in [*found, (None,)]:
+            if row_id in wanted:
+                run.append(row_id)
+                continue
+            if run:
+                conn.execute(
+                    "INSERT INTO leases (lo, hi, owner, expires, started) VALUES (?, ?, ?, ?, ?)",
+                    (run[0], run[-1], WAITING, until, now),
+                )
+            run = []
+
+    def extend(
+        self, owner: str, ids: Sequence[int], lease_seconds: float, now: Optional[float] = None
+    ) -> int:
         """Push a live lease's expiry out, e.g. before another attempt of a split batch.
 
         Returns how many of ``ids`` the owner still holds (0 if its lease was lost).
         """
-        expires = time.time() + lease_seconds
+        expires = (time.time() if now is None else now) + lease_seconds
 
         def work(conn: sqlite3.Connection) -> int:
             held = self._held(conn, owner, ids)

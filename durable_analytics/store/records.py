@@ -53,6 +53,8 @@ class Backoff:
     retry_at: float
     failures: int
     last_error: Optional[str]
+    opened: float = 0.0
+    """When the breaker last opened (or its probe went out); 0 while it is closed."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,12 @@ class Stats:
     retry_at: Optional[float]
     filtered: int = 0
     """Messages a ``before_send`` hook chose not to record, all time (not a loss)."""
+    retrying: int = 0
+    """Of ``ready``, the messages of failed batches waiting for their own retry time."""
+    failures_in_a_row: int = 0
+    """Uploads that failed in a row across the file (any success resets it)."""
+    breaker: str = "closed"
+    """``"open"`` while no process on the file sends (until ``retry_at``), else ``"closed"``."""
     # The file's destination and bounds (destination.py): the same for every client.
     endpoint: Optional[str] = None
     max_queue_messages: Optional[int] = None
@@ -91,6 +99,9 @@ class Stats:
             "oldest_age_seconds": self.oldest_age_seconds,
             "last_error": self.last_error,
             "retry_at": self.retry_at,
+            "retrying": self.retrying,
+            "failures_in_a_row": self.failures_in_a_row,
+            "breaker": self.breaker,
             "endpoint": self.endpoint,
             "max_queue_messages": self.max_queue_messages,
             "max_queue_bytes": self.max_queue_bytes,

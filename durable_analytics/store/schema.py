@@ -16,10 +16,11 @@ from typing import Dict, Tuple
 from ..errors import QueueCorrupt, QueueError
 from .destination import TABLE as _DESTINATION
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # One row per lease: the messages with ids lo..hi belong to one taker until ``expires``. Leases
-# never overlap; a message is READY when no lease covers its id.
+# never overlap; a message is READY when no lease covers its id. A lease owned by WAITING is a
+# failed batch waiting for its own retry time (``expires``): reclaimed then, like any lease.
 _LEASES = """CREATE TABLE IF NOT EXISTS leases (
     lo      INTEGER PRIMARY KEY,
     hi      INTEGER NOT NULL,
@@ -60,7 +61,8 @@ CREATE: Tuple[str, ...] = (
         delivered     INTEGER NOT NULL DEFAULT 0,
         retry_at      REAL    NOT NULL DEFAULT 0,
         failures      INTEGER NOT NULL DEFAULT 0,
-        last_error    TEXT
+        last_error    TEXT,
+        opened        REAL    NOT NULL DEFAULT 0
     )""",
     "INSERT OR IGNORE INTO state (id) VALUES (0)",
     # Where the file's messages go, and its bounds: see destination.py.
@@ -80,7 +82,12 @@ UPGRADES: Dict[int, Tuple[str, ...]] = {
     2: ("ALTER TABLE state ADD COLUMN filtered INTEGER NOT NULL DEFAULT 0",),
     # Schema 3 files did not record their destination: the next client to open one claims it.
     3: (_DESTINATION,),
+    # Schema 5 records when the file-wide breaker last opened (0: closed), so that a success
+    # of a request sent before it opened does not close it, and a clock step is noticed.
+    4: ("ALTER TABLE state ADD COLUMN opened REAL NOT NULL DEFAULT 0",),
 }
+
+WAITING = "waiting"  # the owner of a failed batch's lease until its retry time
 
 _OURS = {"messages", "leases", "dead_letters", "state", "destination", "sqlite_sequence"}
 

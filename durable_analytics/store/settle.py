@@ -6,21 +6,26 @@ another's lease."""
 from __future__ import annotations
 
 import sqlite3
+import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .dead_letters import move_dead
 from .leases import Leases
 from .ranges import runs
+from .records import Backoff
 from .schema import HIGH_WATER
 
 
 class Settle(Leases):
     """``ack``, ``release`` and ``dead_letter``."""
 
-    def ack(self, ids: Sequence[int]) -> int:
-        """The server accepted these: delete them, count them, clear the shared backoff.
+    def ack(self, ids: Sequence[int], sent_at: float = float("inf")) -> int:
+        """The server accepted these: delete them, count them, and end the run of failures.
 
-        A batch's ids are consecutive, so this is usually one range delete.
+        The breaker is closed only by a request sent at or after it opened (``sent_at``, a
+        ``time.time()``): a success of a request that left before, from this or another
+        process, says nothing about the server now. A batch's ids are consecutive, so this is
+        usually one range delete.
         """
 
         def work(conn: sqlite3.Connection) -> int:
@@ -31,10 +36,11 @@ class Settle(Leases):
                     "DELETE FROM messages WHERE id BETWEEN ? AND ?", (low, high)
                 ).rowcount
             self._forget_empty_leases(conn, ids)
+            conn.execute("UPDATE state SET delivered = delivered + ? WHERE id = 0", (deleted,))
             conn.execute(
-                "UPDATE state SET delivered = delivered + ?, failures = 0, retry_at = 0 "
-                "WHERE id = 0",
-                (deleted,),
+                "UPDATE state SET failures = 0, retry_at = 0, opened = 0 "
+                "WHERE id = 0 AND opened <= ?",
+                (sent_at,),
             )
             return deleted
 
@@ -48,29 +54,45 @@ class Settle(Leases):
         error: str,
         retry_at: Optional[float],
         give_up_before: Optional[float] = None,
+        give_up_attempts: int = 1,
         count_failure: bool = True,
+        breaker_until: Optional[float] = None,
+        sent_at: float = 0.0,
+        now: Optional[float] = None,
     ) -> Tuple[int, List[int]]:
-        """Put a failed batch back with its error, and store when anyone may send again.
+        """Put a failed batch back with its error and its own retry time.
 
-        ``retry_at`` (a ``time.time()``) becomes the shared backoff of every process on the
-        file; ``None`` leaves the backoff alone. ``count_failure=False`` neither counts an
-        attempt nor a failure (the batch was not the problem, e.g. a bad write key). Rows
-        first tried before ``give_up_before`` are dead-lettered instead (retried for too long).
+        ``retry_at`` (a ``time.time()``): the batch waits alone until then, in a WAITING lease
+        that survives restarts and that any taker reclaims once it expires; ``None`` makes it
+        ready at once. ``breaker_until`` also holds back every batch of every process on the
+        file until then: when the failing request was sent after the breaker last opened
+        (``sent_at``) it sets the new window, else it only extends the current one.
+        ``count_failure=False`` neither counts an attempt nor a failure (the batch was not the
+        problem, e.g. a bad write key). Rows first tried before ``give_up_before`` that failed
+        at least ``give_up_attempts`` times are dead-lettered instead (retried for too long).
         Returns ``(released, dead_ids)``. Only rows this owner still holds change.
         """
+        moment = time.time() if now is None else now
 
         def work(conn: sqlite3.Connection) -> Tuple[int, List[int]]:
             held = self._held(conn, owner, ids)
             self._count_attempt(conn, held, error, count_failure)
-            dead = self._given_up(conn, held, give_up_before)
+            dead = self._given_up(conn, held, give_up_before, give_up_attempts)
             self._uncover(conn, held)
             if dead:
                 move_dead(conn, dead, None, f"gave up retrying: {error}")
+            if retry_at is not None:
+                self._wait(conn, sorted(set(held) - set(dead)), retry_at, moment)
             conn.execute(
-                "UPDATE state SET failures = failures + ?, retry_at = MAX(retry_at, ?), "
-                "last_error = ? WHERE id = 0",
-                (int(count_failure), retry_at or 0, error),
+                "UPDATE state SET failures = failures + ?, last_error = ? WHERE id = 0",
+                (int(count_failure), error),
             )
+            if breaker_until is not None:
+                conn.execute(
+                    "UPDATE state SET retry_at = CASE WHEN ? >= opened THEN ? "
+                    "ELSE MAX(retry_at, ?) END, opened = ? WHERE id = 0",
+                    (sent_at, breaker_until, breaker_until, moment),
+                )
             return len(held) - len(dead), dead
 
         return self._write(work)
@@ -99,8 +121,10 @@ class Settle(Leases):
         conn: sqlite3.Connection,
         held: Dict[int, Tuple[int, float]],
         give_up_before: Optional[float],
+        give_up_attempts: int,
     ) -> List[int]:
-        """The held rows first tried before ``give_up_before``: retried for too long."""
+        """The held rows first tried before ``give_up_before`` and failed at least
+        ``give_up_attempts`` times: retried for too long (see ``policy.give_up_rule``)."""
         dead: List[int] = []
         if give_up_before is None or not held:
             return dead
@@ -108,11 +132,43 @@ class Settle(Leases):
             dead += [
                 r[0]
                 for r in conn.execute(
-                    "SELECT id FROM messages WHERE first_attempt < ? AND id BETWEEN ? AND ?",
-                    (give_up_before, low, high),
+                    "SELECT id FROM messages WHERE first_attempt < ? AND attempts >= ? "
+                    "AND id BETWEEN ? AND ?",
+                    (give_up_before, give_up_attempts, low, high),
                 )
             ]
         return dead
+
+    def claim_probe(self, now: float, hold: float, after: int) -> bool:
+        """Once the breaker's window has passed: let one request through (True for the taker
+        that gets it), holding everyone else back for ``hold`` seconds or until it is answered.
+        Only when ``after`` or more uploads failed in a row; otherwise nothing is held."""
+        return bool(
+            self._write(
+                lambda conn: (
+                    conn.execute(
+                        "UPDATE state SET retry_at = ?, opened = ? "
+                        "WHERE id = 0 AND failures >= ? AND retry_at <= ?",
+                        (now + hold, now, after, now),
+                    ).rowcount
+                )
+            )
+        )
+
+    def breaker(self, now: float) -> Backoff:
+        """The shared retry state, with a clock that stepped back since the breaker opened
+        taken into account: its window is moved to start now, its length unchanged."""
+        state = self.backoff()
+        if state.opened <= now:
+            return state
+        self._write(
+            lambda conn: conn.execute(
+                "UPDATE state SET retry_at = ? + (retry_at - opened), opened = ? "
+                "WHERE id = 0 AND opened > ?",
+                (now, now, now),
+            )
+        )
+        return self.backoff()
 
     def dead_letter(
         self, owner: str, ids: Sequence[int], *, http_status: Optional[int], reason: str

@@ -11,17 +11,17 @@ from .connection import Connection
 from .destination import read as read_destination
 from .ranges import free_spans
 from .records import Backoff, Stats
-from .schema import COVERED
+from .schema import COVERED, WAITING
 
 
 class Reads(Connection):
     """``stats`` and the smaller reads the worker, ``flush`` and ``drain`` make."""
 
     def backoff(self) -> Backoff:
-        retry_at, failures, last_error = self._read(
-            "SELECT retry_at, failures, last_error FROM state"
+        retry_at, failures, last_error, opened = self._read(
+            "SELECT retry_at, failures, last_error, opened FROM state"
         )[0]
-        return Backoff(retry_at, failures, last_error)
+        return Backoff(retry_at, failures, last_error, opened)
 
     def ready_summary(self, limit: int) -> Tuple[int, Optional[float]]:
         """How many ready messages, counting no further than ``limit``, and the oldest's time."""
@@ -111,8 +111,8 @@ class Reads(Connection):
 
     def stats(self) -> Stats:
         with self._snapshot() as conn:
-            dropped, filtered, delivered, retry_at, last_error = conn.execute(
-                "SELECT dropped, filtered, delivered, retry_at, last_error FROM state"
+            dropped, filtered, delivered, retry_at, last_error, failures = conn.execute(
+                "SELECT dropped, filtered, delivered, retry_at, last_error, failures FROM state"
             ).fetchone()
             queued, total = conn.execute(
                 "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages"
@@ -120,7 +120,8 @@ class Reads(Connection):
             dead, dead_bytes = conn.execute(
                 "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM dead_letters"
             ).fetchone()
-            leased = conn.execute(COVERED).fetchone()[0]
+            leased = conn.execute(f"{COVERED} WHERE owner != ?", (WAITING,)).fetchone()[0]
+            retrying = conn.execute(f"{COVERED} WHERE owner = ?", (WAITING,)).fetchone()[0]
             oldest = conn.execute("SELECT created FROM messages ORDER BY id LIMIT 1").fetchone()
             destination = read_destination(conn)
         bounds = destination.bounds  # the file's, once a client claimed it
@@ -142,6 +143,9 @@ class Reads(Connection):
             oldest_age_seconds=None if oldest is None else max(0.0, time.time() - oldest[0]),
             last_error=last_error,
             retry_at=retry_at or None,
+            retrying=retrying,
+            failures_in_a_row=failures,
+            breaker="open" if retry_at > time.time() else "closed",
             endpoint=destination.endpoint,
             max_queue_messages=self.max_queue_messages if bounds is None else bounds.messages,
             max_queue_bytes=self.max_queue_bytes if bounds is None else bounds.bytes,
