@@ -306,8 +306,6 @@ class Worker:
             if self._wake_on_append and self._appended >= self._due_count:
                 return 0.0, "sent"  # enough arrived while we looked: look again at once
             return plan.wait, plan.reason
-        if self._tripped and not self.store.claim_probe(now, self.lease_seconds, BREAKER_AFTER):
-            return _POLL, "backoff"  # another taker sends the one probe of the half-open breaker
         self._appended = 0
         self._last_send = now
         lease = self.store.lease(  # one small row written: see the store
@@ -318,8 +316,19 @@ class Worker:
             now=now,
         )
         self._full_batch = lease is not None and len(lease.rows) == self.max_batch_messages
-        if lease is not None:
-            self._start_upload(lease)
+        if lease is None:
+            return 0.0, "sent"
+        if self._tripped and not self.store.claim_probe(now, self.lease_seconds, BREAKER_AFTER):
+            # Another taker sends the one probe of the half-open breaker: give the batch back.
+            self.store.release(
+                self.owner,
+                lease.ids,
+                error="waiting for the probe",
+                retry_at=None,
+                count_failure=False,
+            )
+            return _POLL, "backoff"
+        self._start_upload(lease)
         return 0.0, "sent"
 
     def _blocked_for(self, now: float) -> float:
