@@ -473,11 +473,11 @@ class Worker:
             self.owner,
             ids,
             error=outcome.reason,
-            retry_at=decision.retry_at,
+            retry_at=decision.breaker_until,
+            wait_until=decision.retry_at,
             give_up_before=before,
             give_up_attempts=attempts,
             count_failure=decision.count_failure,
-            breaker_until=decision.breaker_until,
             sent_at=sent_at,
             now=now,
         )

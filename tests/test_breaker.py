@@ -101,7 +101,7 @@ def test_an_older_success_does_not_close_the_breaker(queue_file: Path) -> None:
     lease = lease_all(store)
     a, b, c = lease.ids
     store.release(
-        lease.owner, [a], error="503", retry_at=T + 10, breaker_until=T + 10, sent_at=T, now=T
+        lease.owner, [a], error="503", wait_until=T + 10, retry_at=T + 10, sent_at=T, now=T
     )
     assert (store.backoff().retry_at, store.backoff().opened) == (T + 10, T)
     store.ack([b], sent_at=T - 1)  # sent before the breaker opened, by another taker
@@ -130,7 +130,7 @@ def test_one_probe_at_a_time_once_the_window_passed(queue_file: Path) -> None:
         lease.ids,
         error="503",
         retry_at=T + 3,
-        breaker_until=T + 3,
+        wait_until=T + 3,
         sent_at=T + 1,
         now=T + 1.2,
     )
@@ -145,7 +145,7 @@ def test_a_backward_clock_step_does_not_stretch_a_batch_wait(queue_file: Path) -
     store = MessageStore(queue_file)
     fill(store, 2)
     lease = lease_all(store)
-    store.release(lease.owner, lease.ids, error="503", retry_at=T + 2, now=T)
+    store.release(lease.owner, lease.ids, error="503", retry_at=None, wait_until=T + 2, now=T)
     assert store.stats().retrying == 2
     back = T - 3600  # the clock steps back an hour
     assert store.reclaim(now=back) == 0
@@ -160,7 +160,7 @@ def test_a_backward_clock_step_does_not_stretch_the_breaker(
     fill(store, 1)
     lease = lease_all(store)
     store.release(
-        lease.owner, lease.ids, error="503", retry_at=T + 2, breaker_until=T + 2, sent_at=T, now=T
+        lease.owner, lease.ids, error="503", wait_until=T + 2, retry_at=T + 2, sent_at=T, now=T
     )
     now = [T - 3600]
     worker = Worker(store, Transport("k", collector.url), policy=SLOW, clock=lambda: now[0])

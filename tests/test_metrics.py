@@ -159,7 +159,7 @@ def test_stats_shows_the_breaker_of_a_file_in_backoff(
         lease = store.lease(owner, max_messages=3, max_bytes=1 << 30, lease_seconds=30)
         assert lease is not None
         until = time.time() + 3600
-        store.release(owner, lease.ids, error="HTTP 503: down", retry_at=until, breaker_until=until)
+        store.release(owner, lease.ids, error="HTTP 503: down", retry_at=until)
     finally:
         store.close()
     families = parsed(cli("stats", "--format", "prometheus", env=keyed).stdout)

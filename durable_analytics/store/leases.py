@@ -142,14 +142,7 @@ class Leases(Connection):
         return int(covered)
 
     def _reclaim(self, conn: sqlite3.Connection, now: float) -> int:
-        """Make ready again the messages of leases that expired or whose owner process is gone.
-
-        A lease that started "in the future" means the clock stepped back: it is moved to start
-        now with its length unchanged, so a 2 s retry wait never becomes an hour's."""
-        conn.execute(
-            "UPDATE leases SET expires = ? + (expires - started), started = ? WHERE started > ?",
-            (now, now, now),
-        )
+        """Make ready again the messages of leases that expired or whose owner process is gone."""
         freed = self._drop_leases(conn, "expires < ?", (now,))
         mine = identity.process_prefix()
         for (owner,) in conn.execute("SELECT DISTINCT owner FROM leases").fetchall():
@@ -165,8 +158,21 @@ class Leases(Connection):
         return freed
 
     def reclaim(self, now: Optional[float] = None) -> int:
-        """Take back expired and abandoned leases now (``lease`` does this itself)."""
-        return self._write(lambda conn: self._reclaim(conn, time.time() if now is None else now))
+        """Take back expired and abandoned leases now (``lease`` does this itself).
+
+        A lease that started "in the future" means the clock stepped back: it is first moved to
+        start now with its length unchanged, so a 2 s retry wait never becomes an hour's."""
+        moment = time.time() if now is None else now
+
+        def work(conn: sqlite3.Connection) -> int:
+            conn.execute(
+                "UPDATE leases SET expires = ? + (expires - started), started = ? "
+                "WHERE started > ?",
+                (moment, moment, moment),
+            )
+            return self._reclaim(conn, moment)
+
+        return self._write(work)
 
     @staticmethod
     def _held(

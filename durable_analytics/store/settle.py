@@ -56,17 +56,17 @@ class Settle(Leases):
         give_up_before: Optional[float] = None,
         give_up_attempts: int = 1,
         count_failure: bool = True,
-        breaker_until: Optional[float] = None,
+        wait_until: Optional[float] = None,
         sent_at: float = 0.0,
         now: Optional[float] = None,
     ) -> Tuple[int, List[int]]:
-        """Put a failed batch back with its error and its own retry time.
+        """Put a failed batch back with its error, its own retry time and maybe the breaker's.
 
-        ``retry_at`` (a ``time.time()``): the batch waits alone until then, in a WAITING lease
+        ``wait_until`` (a ``time.time()``): the batch waits alone until then, in a WAITING lease
         that survives restarts and that any taker reclaims once it expires; ``None`` makes it
-        ready at once. ``breaker_until`` also holds back every batch of every process on the
-        file until then: when the failing request was sent after the breaker last opened
-        (``sent_at``) it sets the new window, else it only extends the current one.
+        ready at once. ``retry_at`` opens the file-wide breaker: no process sends before then
+        (``None`` leaves it alone). When the failing request was sent after the breaker last
+        opened (``sent_at``) it sets the new window, else it only extends the current one.
         ``count_failure=False`` neither counts an attempt nor a failure (the batch was not the
         problem, e.g. a bad write key). Rows first tried before ``give_up_before`` that failed
         at least ``give_up_attempts`` times are dead-lettered instead (retried for too long).
@@ -81,17 +81,17 @@ class Settle(Leases):
             self._uncover(conn, held)
             if dead:
                 move_dead(conn, dead, None, f"gave up retrying: {error}")
-            if retry_at is not None:
-                self._wait(conn, sorted(set(held) - set(dead)), retry_at, moment)
+            if wait_until is not None:
+                self._wait(conn, sorted(set(held) - set(dead)), wait_until, moment)
             conn.execute(
                 "UPDATE state SET failures = failures + ?, last_error = ? WHERE id = 0",
                 (int(count_failure), error),
             )
-            if breaker_until is not None:
+            if retry_at:
                 conn.execute(
                     "UPDATE state SET retry_at = CASE WHEN ? >= opened THEN ? "
                     "ELSE MAX(retry_at, ?) END, opened = ? WHERE id = 0",
-                    (sent_at, breaker_until, breaker_until, moment),
+                    (sent_at, retry_at, retry_at, moment),
                 )
             return len(held) - len(dead), dead
 
