@@ -4,6 +4,7 @@ what another recorded. Against real collectors and real files."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Iterator
@@ -171,3 +172,28 @@ def test_drain_sends_a_file_to_its_own_endpoint_and_refuses_another(
     sent = drain()
     assert sent.returncode == 0, sent.stderr
     assert collector.message_ids == recorded
+
+
+def test_the_command_line_finds_a_clients_default_file_by_key_and_endpoint(
+    data_home: Path, collector: Collector
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    client = Client("cli-key", host=collector.url, **IDLE)
+    client.track("u", "e")
+    client.shutdown(timeout=0)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DURABLE_ANALYTICS_")}
+    env["XDG_DATA_HOME"] = str(data_home)
+    env["DURABLE_ANALYTICS_ENDPOINT"] = collector.url
+    done = subprocess.run(
+        [sys.executable, "-m", "durable_analytics", "stats", "--json", "--write-key", "cli-key"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["path"] == str(client.queue_path)

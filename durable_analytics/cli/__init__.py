@@ -22,7 +22,7 @@ import textwrap
 from typing import Optional, Sequence
 
 from .._version import __version__
-from ..client import DEFAULT_ENDPOINT
+from ..config import DEFAULT_ENDPOINT
 from ..errors import AnalyticsError, ConfigError, QueueCorrupt, ValidationError
 from . import collect, dead_letters, demo, drain, events, stats
 from .drain import DrainResult, drain_queue

@@ -9,7 +9,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence
 
-from ..client import MAX_REQUEST_BYTES
+from ..config import defaults
+from ..limits import MAX_REQUEST_BYTES
 from ..retry import RetryPolicy
 from ..store import MessageStore
 from .options import (
@@ -37,8 +38,10 @@ if TYPE_CHECKING:
 # transport.py (and with it requests) is imported only by the commands that send: stats and
 # dead-letters start faster, which matters in monitoring checks run every minute.
 
-MAX_BATCH_MESSAGES = 500
-HTTP_TIMEOUT = 15.0
+OPTION_DEFAULTS = defaults()
+# The client's defaults (config.py), so that a drain sends as an application would.
+MAX_BATCH_MESSAGES = OPTION_DEFAULTS["max_batch_messages"]
+HTTP_TIMEOUT = OPTION_DEFAULTS["timeout"]
 _POLL = 0.1  # how often drain re-reads the file while other takers hold the leases
 
 

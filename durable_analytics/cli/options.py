@@ -13,7 +13,7 @@ import textwrap
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Optional, Sequence, Tuple
 
-from ..client import DEFAULT_ENDPOINT
+from ..config import DEFAULT_ENDPOINT, check_endpoint
 from ..environment import ENV_ENDPOINT, ENV_QUEUE, ENV_WRITE_KEY
 from ..errors import ConfigError
 from ..paths import default_queue_path
@@ -69,8 +69,6 @@ def resolve_write_key(args: argparse.Namespace, *, required: bool = True) -> Opt
 
 def resolve_endpoint(args: argparse.Namespace) -> str:
     value, source = setting(getattr(args, "endpoint", None), "--endpoint", ENV_ENDPOINT)
-    from ..transport import check_endpoint
-
     try:
         return check_endpoint(value if value is not None else DEFAULT_ENDPOINT)
     except ConfigError as exc:
@@ -83,7 +81,8 @@ def resolve_queue(args: argparse.Namespace, write_key: Optional[str], *, must_ex
     if value is not None:
         path = Path(value).expanduser()
     elif write_key is not None:
-        path, source = default_queue_path(write_key), "the default file for this write key"
+        path = default_queue_path(write_key, resolve_endpoint(args))
+        source = "the default file for this write key and endpoint"
     else:
         raise CommandError(
             f"no queue file: pass --queue PATH or --write-key KEY (or set {ENV_QUEUE} or "
