@@ -57,6 +57,11 @@ _FIGURES: Dict[str, _Figure] = {
     "filtered": _Figure(
         "filtered_total", "counter", "Messages a before_send hook chose not to record, all time."
     ),
+    "wal_lost": _Figure(
+        "wal_lost_total",
+        "counter",
+        "Times a process found the -wal/-shm files taken away under it (messages may be lost).",
+    ),
     "delivered": _Figure("delivered_total", "counter", "Messages the server accepted, all time."),
     "queued_bytes": _Figure(
         "queued_bytes", "gauge", "JSON bytes of the messages in the file (ready, leased, dead)."

@@ -207,6 +207,10 @@ def test_stats_format_prometheus_exact_output(env: Dict[str, str], queue_file: P
         "record, all time.\n"
         "# TYPE durable_analytics_filtered_total counter\n"
         f"durable_analytics_filtered_total{q} 0\n"
+        "# HELP durable_analytics_wal_lost_total Times a process found the -wal/-shm files "
+        "taken away under it (messages may be lost).\n"
+        "# TYPE durable_analytics_wal_lost_total counter\n"
+        f"durable_analytics_wal_lost_total{q} 0\n"
         "# HELP durable_analytics_delivered_total Messages the server accepted, all time.\n"
         "# TYPE durable_analytics_delivered_total counter\n"
         f"durable_analytics_delivered_total{q} 0\n"
@@ -281,7 +285,11 @@ def test_queue_metrics_in_a_running_process(
     assert families["durable_analytics_filtered"][0] == "counter"
     assert families["durable_analytics_ready_messages"][2] == {q: 0}
     assert families["durable_analytics_delivered"][0] == "counter"
-    assert set(families) == set(EVERY_FIGURE) | {"durable_analytics_filtered"} | BREAKER_FIGURES
+    assert set(families) == (
+        set(EVERY_FIGURE)
+        | {"durable_analytics_filtered", "durable_analytics_wal_lost"}
+        | BREAKER_FIGURES
+    )
     # The same figures as the command prints for the same file.
     text = render(metric_families([client.stats()]))
     assert {

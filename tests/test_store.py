@@ -803,7 +803,7 @@ def test_a_schema_1_file_is_upgraded_and_keeps_every_message(queue_file: Path) -
 
     store = MessageStore.open(queue_file)
     try:
-        assert raw(queue_file, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(5,)]
+        assert raw(queue_file, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(6,)]
         assert raw(queue_file, "SELECT name FROM sqlite_master WHERE type = 'index'") == []
         stats = store.stats()
         assert (stats.ready, stats.leased, stats.delivered, stats.filtered) == (2, 0, 40, 0)

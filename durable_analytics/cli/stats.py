@@ -44,6 +44,8 @@ def _table(stats: Any) -> str:
         ),
         ("last error", stats.last_error or "-"),
     ]
+    if getattr(stats, "wal_lost", 0):
+        rows.append(("WAL LOST", f"{stats.wal_lost:,} time(s): see docs/operations.md"))
     if stats.retry_at and stats.retry_at > time.time():
         rows.append(("next retry", f"in {age(stats.retry_at - time.time())}"))
     return "".join(f"{name:<15} {value}\n" for name, value in rows)

@@ -95,12 +95,19 @@ class Appends(Connection):
         if checks:
             sql = f"{INSERT_IF} WHERE {' AND '.join(checks)}"
         with self.tran_lock:
+            self._check_files()
             conn = self._db()
             try:
                 cursor = conn.execute(sql, params)
+                if cursor.rowcount != 1:
+                    return None
+                row_id = int(cursor.lastrowid)
+                if row_id <= self._seen_id:  # ids only grow: the file went back in time
+                    self._record_loss(f"a new message got id {row_id}")
             except sqlite3.Error as exc:
                 raise self._translate(exc) from exc
-        return cursor.lastrowid if cursor.rowcount == 1 else None
+            self._seen_id = max(self._seen_id, row_id)
+        return row_id
 
     def count_filtered(self, count: int = 1) -> None:
         """Record that ``count`` messages were filtered out before being stored."""
@@ -123,12 +130,16 @@ class Appends(Connection):
 
         def work(conn: sqlite3.Connection) -> Tuple[List[int], int]:
             ids = _insert(conn, items, created)
+            if ids and ids[0] <= self._seen_id:  # ids only grow: the file went back in time
+                self._record_loss(f"a new message got id {ids[0]}")
             dropped = self._make_room(conn, ids) if ids else 0
             if dropped:
                 conn.execute("UPDATE state SET dropped = dropped + ? WHERE id = 0", (dropped,))
             return ids, dropped
 
         ids, dropped = self._write(work)
+        if ids:
+            self._seen_id = max(self._seen_id, ids[-1])
         if dropped:
             self._warn_dropped(dropped)
         return ids

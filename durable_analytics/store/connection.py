@@ -10,16 +10,21 @@ opens its own on first use.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from pathlib import Path
 from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 from ..errors import QueueError
+from . import wal_watch
 from .diagnosis import translate
 from .schema import migrate, refuse_foreign
+
+log = logging.getLogger("durable_analytics")
 
 DURABILITY_MODES = {"normal": "NORMAL", "full": "FULL"}
 BUSY_TIMEOUT = 30.0
@@ -86,6 +91,9 @@ class Connection:
         self._side_lock = threading.RLock()
         self._pid = os.getpid()
         self.tran_lock = threading.RLock()
+        self._seen_id = 0  # the highest message id this object has seen committed
+        self._files: wal_watch.Identity = {}
+        self._next_check = 0.0
         self._conn = self._connect()
         self._page_size = self._conn.execute("PRAGMA page_size").fetchone()[0]
         _STORES.add(self)
@@ -121,12 +129,51 @@ class Connection:
             conn = self._new_db_connection()
             try:
                 migrate(conn, self.file)
+                conn.execute("SELECT id FROM state").fetchone()  # -wal and -shm now exist
             except BaseException:
                 conn.close()
                 raise
         except sqlite3.DatabaseError as exc:
             raise self._translate(exc) from exc
+        self._files = wal_watch.identities(self.file)
         return conn
+
+    def _check_files(self, force: bool = False) -> None:
+        """Report (once per loss) that the -wal/-shm files were taken away (see wal_watch);
+        then go on with fresh connections on the files now at those paths."""
+        now = time.monotonic()
+        if not force and now < self._next_check:
+            return
+        self._next_check = now + wal_watch.CHECK_INTERVAL
+        with self.tran_lock, self._side_lock:
+            if self._conn is None or not wal_watch.lost(
+                self._files, wal_watch.identities(self.file)
+            ):
+                return
+            # Close, not park: a connection still open on the lost files keeps this process
+            # on them (SQLite shares them between its connections to one file). Closing
+            # copies what the lost WAL holds into the file if no other process is using it.
+            for conn in (self._conn, self._side):
+                if conn is not None:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.close()
+            self._conn = self._side = None
+            self._record_loss("files removed")
+
+    def _record_loss(self, how: str) -> None:
+        """Log the loss as an error and count it in the file, where every process sees it."""
+        conn = self._db()
+        latest = conn.execute(
+            "SELECT MAX(seq, (SELECT COALESCE(MAX(id), 0) FROM messages)) FROM state"
+        ).fetchone()[0]
+        if latest < self._seen_id:
+            how += f"; ids {latest + 1} to {self._seen_id}, committed, are no longer in the file"
+        log.error(wal_watch.REPORT, self.file, how)
+        conn.execute(
+            "UPDATE state SET wal_lost = wal_lost + 1, last_error = ? WHERE id = 0",
+            (f"-wal/-shm lost under a running process ({how})",),
+        )
+        self._seen_id = max(latest, 0)
 
     def _forget_connection(self) -> None:
         """In a forked child: park the parent's connection and start with fresh locks."""
@@ -176,6 +223,7 @@ class Connection:
     def _write(self, work: Any) -> Any:
         """Run ``work(conn)`` in one ``BEGIN IMMEDIATE`` transaction; commit or roll back."""
         with self.tran_lock:
+            self._check_files()
             conn = self._db()
             try:
                 conn.execute("BEGIN IMMEDIATE")

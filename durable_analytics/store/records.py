@@ -74,6 +74,8 @@ class Stats:
     retry_at: Optional[float]
     filtered: int = 0
     """Messages a ``before_send`` hook chose not to record, all time (not a loss)."""
+    wal_lost: int = 0
+    """Times a process found the -wal/-shm files taken away under it (messages may be lost)."""
     retrying: int = 0
     """Of ``ready``, the messages of failed batches waiting for their own retry time."""
     failures_in_a_row: int = 0
@@ -93,6 +95,7 @@ class Stats:
             "dead": self.dead,
             "dropped": self.dropped,
             "filtered": self.filtered,
+            "wal_lost": self.wal_lost,
             "delivered": self.delivered,
             "queued_bytes": self.queued_bytes,
             "bytes": self.file_bytes,

@@ -16,7 +16,7 @@ from typing import Dict, Tuple
 from ..errors import QueueCorrupt, QueueError
 from .destination import TABLE as _DESTINATION
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # One row per lease: the messages with ids lo..hi belong to one taker until ``expires``. Leases
 # never overlap; a message is READY when no lease covers its id. A lease owned by WAITING is a
@@ -58,6 +58,7 @@ CREATE: Tuple[str, ...] = (
         seq           INTEGER NOT NULL DEFAULT 0,
         dropped       INTEGER NOT NULL DEFAULT 0,
         filtered      INTEGER NOT NULL DEFAULT 0,
+        wal_lost      INTEGER NOT NULL DEFAULT 0,
         delivered     INTEGER NOT NULL DEFAULT 0,
         retry_at      REAL    NOT NULL DEFAULT 0,
         failures      INTEGER NOT NULL DEFAULT 0,
@@ -85,6 +86,8 @@ UPGRADES: Dict[int, Tuple[str, ...]] = {
     # Schema 5 records when the file-wide breaker last opened (0: closed), so that a success
     # of a request sent before it opened does not close it, and a clock step is noticed.
     4: ("ALTER TABLE state ADD COLUMN opened REAL NOT NULL DEFAULT 0",),
+    # Schema 6 counts the times a process found its -wal/-shm files taken away (wal_watch).
+    5: ("ALTER TABLE state ADD COLUMN wal_lost INTEGER NOT NULL DEFAULT 0",),
 }
 
 WAITING = "waiting"  # the owner of a failed batch's lease until its retry time

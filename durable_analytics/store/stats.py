@@ -110,9 +110,11 @@ class Reads(Connection):
         return found + [(row_id, data, created, "9") for row_id, data, created in dead]
 
     def stats(self) -> Stats:
+        self._check_files(force=True)
         with self._snapshot() as conn:
-            dropped, filtered, delivered, retry_at, last_error, failures = conn.execute(
-                "SELECT dropped, filtered, delivered, retry_at, last_error, failures FROM state"
+            dropped, filtered, delivered, retry_at, last_error, failures, wal_lost = conn.execute(
+                "SELECT dropped, filtered, delivered, retry_at, last_error, failures, wal_lost "
+                "FROM state"
             ).fetchone()
             queued, total = conn.execute(
                 "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages"
@@ -145,6 +147,7 @@ class Reads(Connection):
             retry_at=retry_at or None,
             retrying=retrying,
             failures_in_a_row=failures,
+            wal_lost=wal_lost,
             breaker="open" if retry_at > time.time() else "closed",
             endpoint=destination.endpoint,
             max_queue_messages=self.max_queue_messages if bounds is None else bounds.messages,
