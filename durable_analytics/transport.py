@@ -142,6 +142,8 @@ class Transport:
             response.close()
             return self._failed(None, True, len(body))
         status = response.status_code
+        if status in (401, 403) and hasattr(self._auth, "invalidate"):
+            self._auth.invalidate()  # an OAuth token the API refused: fetch a new one next time
         text = _short(response.text) if status >= 300 else ""
         reason = f"HTTP {status}" + (f": {text}" if text else "")
         if 300 <= status < 400:

@@ -173,3 +173,26 @@ def test_a_bad_private_key_fails_the_upload_not_the_call(
 def test_oauth_settings_go_together() -> None:
     with pytest.raises(ConfigError, match="go together|together"):
         Client("k", send=False, oauth_client_id="only-this")
+
+
+def test_a_token_the_api_refuses_is_replaced_by_a_new_one(
+    token_server: TokenServer, queue_file: Path
+) -> None:
+    """The API answers 401 to token-1 (revoked): the next attempt fetches token-2."""
+    with Collector(bearer_token="token-2") as collector:
+        client = Client(
+            "k",
+            collector.url,
+            queue_path=queue_file,
+            auth_pause=0.05,
+            flush_timeout=5.0,
+            **oauth_options(token_server),
+        )
+        try:
+            message_id = client.track("u", "Retried").message_id
+            assert client.flush() is True
+        finally:
+            client.shutdown(timeout=0)
+        assert [r.status for r in collector.requests] == [401, 200]
+        assert collector.message_ids == {message_id}
+    assert len(token_server.requests) == 2
