@@ -191,7 +191,10 @@ class Worker:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            uploads[0].join(remaining)
+            if uploads[0].ident is None:  # counted, about to start
+                time.sleep(min(remaining, 0.005))
+            else:
+                uploads[0].join(remaining)
 
     @property
     def _due_count(self) -> int:
@@ -318,17 +321,20 @@ class Worker:
         self._full_batch = lease is not None and len(lease.rows) == self.max_batch_messages
         if lease is None:
             return 0.0, "sent"
+        upload = self._new_upload(lease)  # counted in flight before the probe holds others back
         if self._tripped and not self.store.claim_probe(now, self.lease_seconds, BREAKER_AFTER):
             # Another taker sends the one probe of the half-open breaker: give the batch back.
+            with self._lock:
+                self._uploads.discard(upload)
             self.store.release(
                 self.owner,
                 lease.ids,
-                error="waiting for the probe",
+                error="another taker sends the probe of the open breaker",
                 retry_at=None,
                 count_failure=False,
             )
             return _POLL, "backoff"
-        self._start_upload(lease)
+        upload.start()
         return 0.0, "sent"
 
     def _blocked_for(self, now: float) -> float:
@@ -339,13 +345,14 @@ class Worker:
         breaker = wait_left(state.retry_at, state.opened, now, self.policy.cap)
         return max(breaker, self._paused_until - now)
 
-    def _start_upload(self, lease: Lease) -> None:
+    def _new_upload(self, lease: Lease) -> threading.Thread:
+        """The thread that will upload ``lease``, counted in flight from now on."""
         thread = threading.Thread(
             target=self._upload, args=(lease,), name="durable-analytics-upload", daemon=True
         )
         with self._lock:
             self._uploads.add(thread)
-        thread.start()
+        return thread
 
     def _upload(self, lease: Lease) -> None:
         try:
