@@ -8,7 +8,9 @@ and the check that turns what a caller passed into a valid value.
 Adding an option is a one-place change: add a field to :class:`Config` below with
 ``option(default, why, check, aliases=...)``. ``Client`` accepts it as a keyword, the module
 gets a setting of that name (and one per alias), and ``docs/api.md`` should get its row. Only
-an option that needs other options to be resolved (see ``_resolve``) needs more.
+an option that needs other options to be resolved (see ``_resolve``) needs more. The check of
+each kind of value is in ``option_checks``; ``DEFAULT_ENDPOINT`` and ``check_endpoint`` are
+re-exported here.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ import logging
 import os
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
-from urllib.parse import urlsplit
 
+from . import option_checks as checks
 from .committer import DEFAULT_BUFFER_INTERVAL
-from .environment import ENV_WRITE_KEY, VARIABLES, lookup
+from .environment import VARIABLES, lookup
 from .errors import ConfigError
 from .limits import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_QUEUE_BYTES, MAX_REQUEST_BYTES
+from .option_checks import DEFAULT_ENDPOINT, check_endpoint
 from .policy import DEFAULT_MAX_IN_FLIGHT, RetryPolicy
 
 __all__ = [
@@ -36,7 +39,6 @@ __all__ = [
 
 log = logging.getLogger("durable_analytics")
 
-DEFAULT_ENDPOINT = "https://api.segment.io"
 DEFAULT_OAUTH_SERVER = "https://oauth2.segment.io"
 
 #: segment-analytics-python's ``Client`` parameters, in its positional order.
@@ -65,157 +67,11 @@ SEGMENT_POSITIONAL = (
     "max_rate_limit_duration",
 )
 
-Check = Callable[[str, Any], Any]
-Timeout = Union[float, Tuple[float, float]]
-
-
-# --------------------------------------------------------------------------------------------
-# Checks: each takes the option's name and the value passed, returns the value to keep.
-
-
-def check_endpoint(endpoint: Any, name: str = "endpoint") -> str:
-    """An http(s) base URL without a trailing slash; a bare ``host:port`` gets ``https://``."""
-    if not isinstance(endpoint, str) or not endpoint.strip():
-        raise ConfigError(f"{name} must be a URL such as {DEFAULT_ENDPOINT}")
-    text = endpoint.strip().rstrip("/")
-    if "://" not in text:
-        text = "https://" + text
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{name}={endpoint!r} is not an http(s) URL: use e.g. {DEFAULT_ENDPOINT}")
-    if parts.username or parts.password:
-        raise ConfigError(f"{name} must not contain credentials: pass the write key instead")
-    return text
-
-
-def _url(name: str, value: Any) -> str:
-    return check_endpoint(value, name)
-
-
-def _write_key(name: str, value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(
-            "write_key is required: Client('YOUR_WRITE_KEY'), or set "
-            f"durable_analytics.write_key before the first call, or {ENV_WRITE_KEY} in the "
-            "environment"
-        )
-    return value
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _positive(name: str, value: Any) -> Any:
-    if not _number(value) or not value > 0:
-        raise ConfigError(f"{name}={value!r}: use a positive number")
-    return value
-
-
-def _seconds(name: str, value: Any) -> Any:
-    if not _number(value) or not value >= 0:
-        raise ConfigError(f"{name}={value!r}: use a number of seconds >= 0")
-    return value
-
-
-def _optional_seconds(name: str, value: Any) -> Any:
-    return None if value is None else _seconds(name, value)
-
-
-def _count(name: str, value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ConfigError(f"{name}={value!r}: use a positive integer")
-    return value
-
-
-def _optional_count(name: str, value: Any) -> Optional[int]:
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
-        raise ConfigError(f"{name}={value!r}: use a positive integer, or None for no limit")
-    return value
-
-
-def _flag(name: str, value: Any) -> bool:
-    return bool(value)
-
-
-def _callback(name: str, value: Any) -> Any:
-    """A function, or nothing: a falsy value (``False``, ``0``) means none, as in segment."""
-    if not value:
-        return None
-    if not callable(value):
-        raise ConfigError(f"{name}={value!r}: use a function, or None")
-    return value
-
-
-def _text(name: str, value: Any) -> Optional[str]:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ConfigError(f"{name}={value!r}: use a string")
-    return value
-
-
-def _path(name: str, value: Any) -> Any:
-    if value is not None and not isinstance(value, (str, os.PathLike)):
-        raise ConfigError(f"{name}={value!r}: use a file path (str or pathlib.Path), or None")
-    return value
-
-
-def _timeout(name: str, value: Any) -> Timeout:
-    pair = value if isinstance(value, tuple) else (value, value)
-    if len(pair) != 2:
-        raise ConfigError(f"{name}={value!r}: use seconds, or a (connect, read) pair")
-    for part in pair:
-        _positive(name, part)
-    return value
-
-
-def _proxies(name: str, value: Any) -> Optional[Dict[str, str]]:
-    if not value:
-        return None
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{name}={value!r}: use a dict such as {{'https': 'http://host:3128'}}")
-    return dict(value)
-
-
-def _as_given(name: str, value: Any) -> Any:
-    """Checked where it is used (``default_context`` by the message encoder)."""
-    return value
-
-
-def _handler(name: str, value: Any) -> Any:
-    if value is not None and not isinstance(value, logging.Handler):
-        raise ConfigError(f"{name}={value!r}: use a logging.Handler, or None")
-    return value
-
-
-def _verify(name: str, value: Any) -> Union[bool, str]:
-    if isinstance(value, (str, os.PathLike)):
-        return os.fspath(value)
-    return bool(value)
-
-
-def _policy(name: str, value: Any) -> Optional[RetryPolicy]:
-    if value is not None and not isinstance(value, RetryPolicy):
-        raise ConfigError(f"{name}={value!r}: use durable_analytics.RetryPolicy(...), or None")
-    return value
-
-
-def _choice(*choices: str) -> Check:
-    def check(name: str, value: Any) -> str:
-        if value not in choices:
-            listed = map(repr, choices)
-            wanted = " or ".join(listed) if len(choices) == 2 else "one of " + ", ".join(listed)
-            raise ConfigError(f"{name}={value!r}: use {wanted}")
-        return value
-
-    return check
-
 
 def option(
     default: Any,
     why: str,
-    check: Check,
+    check: checks.Check,
     *,
     aliases: Tuple[str, ...] = (),
     refuse_none: Tuple[str, ...] = (),
@@ -235,153 +91,163 @@ def option(
 class Config:
     """The resolved, checked configuration of one client. Build it with :meth:`from_options`."""
 
-    write_key: str = option(None, "required: it names the source; never logged", _write_key)
+    write_key: str = option(None, "required: it names the source; never logged", checks.write_key)
     endpoint: str = option(
         DEFAULT_ENDPOINT,
         "Segment's HTTP API; any compatible collector works",
-        _url,
+        checks.url,
         aliases=("host",),
     )
     queue_path: Optional[Union[str, os.PathLike]] = option(
         None,
         "one private file per destination (write key and endpoint) in the user's data directory",
-        _path,
+        checks.path,
     )
     durability: str = option(
         "normal",
         "WAL with synchronous=NORMAL survives a crash or kill -9; 'full' also power loss, "
         "at one fsync per commit; 'buffered' returns before the commit, for speed, and a "
         "kill -9 can lose the last buffer_interval of calls",
-        _choice("normal", "full", "buffered"),
+        checks.choice("normal", "full", "buffered"),
     )
     buffer_interval: float = option(
         DEFAULT_BUFFER_INTERVAL,
         "durability='buffered': what a kill -9 can lose, kept to a few milliseconds",
-        _positive,
+        checks.positive,
     )
     flush_at: int = option(
         20,
         "a batch is worth a request well before the 500-message cap, and events are not held",
-        _count,
+        checks.count,
         aliases=("upload_size",),
     )
     flush_interval: float = option(
         5.0,
         "bounds how long a message waits for company in a quiet process",
-        _positive,
+        checks.positive,
         aliases=("upload_interval",),
     )
     max_batch_messages: int = option(
-        500, "few requests under load, far below the API's 2,500 per batch", _count
+        500, "few requests under load, far below the API's 2,500 per batch", checks.count
     )
     max_batch_bytes: int = option(
-        MAX_REQUEST_BYTES, "the API refuses request bodies over 500 KB", _count
+        MAX_REQUEST_BYTES, "the API refuses request bodies over 500 KB", checks.count
     )
     max_message_bytes: int = option(
-        DEFAULT_MAX_MESSAGE_BYTES, "the API refuses events over 32 KB", _count
+        DEFAULT_MAX_MESSAGE_BYTES, "the API refuses events over 32 KB", checks.count
     )
     max_queue_bytes: Optional[int] = option(
         DEFAULT_MAX_QUEUE_BYTES,
         "an outage must not fill the disk; 1 GB is days of traffic",
-        _optional_count,
+        checks.optional_count,
     )
     max_queue_messages: Optional[int] = option(
         None,
         "disk space is the bound that matters; a count is optional (segment's 10,000 is not "
         "applied: its queue was in memory)",
-        _optional_count,
+        checks.optional_count,
         aliases=("max_queue_size",),
     )
     overflow: str = option(
         "drop_newest",
         "as segment: the call that does not fit returns (False, msg) and what was recorded "
         "is kept; 'drop_oldest' keeps the newest data instead, 'raise' raises QueueFull",
-        _choice("drop_newest", "drop_oldest", "raise"),
+        checks.choice("drop_newest", "drop_oldest", "raise"),
     )
-    timeout: Timeout = option(
-        15.0, "segment's default; a (connect, read) pair is accepted", _timeout
+    timeout: checks.Timeout = option(
+        15.0, "segment's default; a (connect, read) pair is accepted", checks.timeout
     )
     gzip: bool = option(
-        True, "every Segment-compatible server accepts it; 5-10x less traffic", _flag
+        True, "every Segment-compatible server accepts it; 5-10x less traffic", checks.flag
     )
-    verify: Union[bool, str] = option(True, "TLS is verified; a CA bundle path works", _verify)
-    proxies: Optional[Dict[str, str]] = option(None, "requests' proxies mapping", _proxies)
+    verify: Union[bool, str] = option(
+        True, "TLS is verified; a CA bundle path works", checks.verify
+    )
+    proxies: Optional[Dict[str, str]] = option(None, "requests' proxies mapping", checks.proxies)
     max_retries: int = option(
         10,
         "after this many failed attempts on_error hears of it once; the message is still "
         "retried until max_retry_age",
-        _count,
+        checks.count,
     )
     max_retry_age: Optional[float] = option(
         None,
         "how long a message is retried before it becomes a dead letter (kept on disk); "
         "None: the RetryPolicy's 7 days (segment's 12 hours is not applied)",
-        _optional_seconds,
+        checks.optional_seconds,
         aliases=("max_total_backoff_duration",),
         refuse_none=("max_total_backoff_duration",),
     )
-    retry_policy: RetryPolicy = option(None, "RetryPolicy(): see retry.py", _policy)
+    retry_policy: RetryPolicy = option(None, "RetryPolicy(): see retry.py", checks.policy)
     max_rate_limit_duration: float = option(
         1800.0,
         "accepted for segment; rate-limited messages are retried within max_retry_age and "
         "never dropped, so it has no separate effect",
-        _seconds,
+        checks.seconds,
         refuse_none=("max_rate_limit_duration",),
     )
     auth_pause: float = option(
-        300.0, "after 401/403 sending pauses; a config error must not destroy data", _positive
+        300.0, "after 401/403 sending pauses; a config error must not destroy data", checks.positive
     )
     lease_seconds: float = option(
-        None, "None: max(30, request deadline + 15): a batch is never sent twice at once", _positive
+        None,
+        "None: max(30, request deadline + 15): a batch is never sent twice at once",
+        checks.positive,
     )
     max_in_flight: int = option(
         DEFAULT_MAX_IN_FLIGHT,
         "batches on the wire at once per process: a far server still takes 10,000+ events/s; "
         "1 sends one batch at a time (delivery order is never promised)",
-        _count,
+        checks.count,
     )
     flush_timeout: float = option(
-        10.0, "flush(), join() and shutdown() never hang (segment's flush has no bound)", _positive
+        10.0,
+        "flush(), join() and shutdown() never hang (segment's flush has no bound)",
+        checks.positive,
     )
     exit_timeout: float = option(
-        3.0, "exit is not held long; what is left stays on disk for the next run", _seconds
+        3.0, "exit is not held long; what is left stays on disk for the next run", checks.seconds
     )
     handle_sigterm: bool = option(
-        False, "True: SIGTERM runs a bounded shutdown, then the previous handler", _flag
+        False, "True: SIGTERM runs a bounded shutdown, then the previous handler", checks.flag
     )
-    send: bool = option(True, "False validates and discards: for tests and dry runs", _flag)
+    send: bool = option(True, "False validates and discards: for tests and dry runs", checks.flag)
     sync_mode: bool = option(
-        False, "True delivers in the caller's thread, bounded by flush_timeout", _flag
+        False, "True delivers in the caller's thread, bounded by flush_timeout", checks.flag
     )
-    debug: bool = option(False, "quiet by default", _flag)
+    debug: bool = option(False, "quiet by default", checks.flag)
     on_error: Optional[Callable[..., Any]] = option(
-        None, "on_error(error, messages) from the delivery thread", _callback
+        None, "on_error(error, messages) from the delivery thread", checks.callback
     )
     on_delivery: Optional[Callable[..., Any]] = option(
-        None, "on_delivery(messages) after each accepted batch", _callback
+        None, "on_delivery(messages) after each accepted batch", checks.callback
     )
     before_send: Optional[Callable[..., Any]] = option(
         None,
         "before_send(message) -> message or None, before anything is stored: scrub or drop "
         "what must never reach the disk; a failing hook keeps the message as it was",
-        _callback,
+        checks.callback,
     )
     default_context: Optional[Mapping[str, Any]] = option(
-        None, "merged into every message's context; the call's context wins", _as_given
+        None, "merged into every message's context; the call's context wins", checks.as_given
     )
     log_handler: Optional[logging.Handler] = option(
-        None, "added to the durable_analytics logger", _handler
+        None, "added to the durable_analytics logger", checks.handler
     )
     thread: int = option(
-        1, "accepted for segment; one delivery thread per process is enough", _count
+        1, "accepted for segment; one delivery thread per process is enough", checks.count
     )
     oauth_client_id: Optional[str] = option(
-        None, "OAuth: with oauth_client_key and oauth_key_id, a bearer token replaces Basic", _text
+        None,
+        "OAuth: with oauth_client_key and oauth_key_id, a bearer token replaces Basic",
+        checks.text,
     )
-    oauth_client_key: Optional[str] = option(None, "OAuth: the PEM private key (RS256)", _text)
-    oauth_key_id: Optional[str] = option(None, "OAuth: the key's id (the JWT kid)", _text)
-    oauth_auth_server: str = option(DEFAULT_OAUTH_SERVER, "Segment's token server", _url)
-    oauth_scope: str = option("tracking_api:write", "the scope the API needs", _text)
+    oauth_client_key: Optional[str] = option(
+        None, "OAuth: the PEM private key (RS256)", checks.text
+    )
+    oauth_key_id: Optional[str] = option(None, "OAuth: the key's id (the JWT kid)", checks.text)
+    oauth_auth_server: str = option(DEFAULT_OAUTH_SERVER, "Segment's token server", checks.url)
+    oauth_scope: str = option("tracking_api:write", "the scope the API needs", checks.text)
 
     @classmethod
     def from_options(cls, **given: Any) -> Config:
@@ -455,7 +321,9 @@ def _from_environment(spec: Any) -> Dict[str, Any]:
     (the default applies; a write key is required)."""
     found = lookup(spec.name)
     if found is None:
-        return {"write_key": _write_key("write_key", None)} if spec.name == "write_key" else {}
+        return (
+            {"write_key": checks.write_key("write_key", None)} if spec.name == "write_key" else {}
+        )
     variable, value = found
     try:
         return {spec.name: spec.metadata["check"](spec.name, value)}
