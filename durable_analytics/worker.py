@@ -9,73 +9,38 @@ any line and the next taker, in this process or another, carries on from what th
 
 A dispatcher (the background thread, or the caller's thread in ``deliver_until``) starts each
 upload in a thread of its own, up to ``max_in_flight`` at once, each under its own lease.
+The settling of one batch is in upload.py, the waits of a flush in waiting.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
-
-import tenacity
+from typing import Callable, Optional, Set, Tuple
 
 from .deadline import LEASE_MARGIN, check_lease, lease_for
-from .errors import ConfigError, RejectedError
+from .errors import ConfigError
 from .limits import MAX_REQUEST_BYTES
 from .policy import (
     BREAKER_AFTER,
     DEFAULT_MAX_IN_FLIGHT,
-    Action,
-    Decision,
-    Kind,
     RetryPolicy,
     batch_limits,
-    decide,
-    give_up_rule,
-    next_concurrency,
     schedule,
     wait_left,
 )
-from .store import Lease, MessageStore, Row
-from .transport import Outcome, Transport, envelope_overhead
+from .store import Lease, MessageStore
+from .transport import Transport, envelope_overhead
+from .upload import BatchUploader, DeliveryCallback, ErrorCallback, Totals
+from .waiting import POLL, DeliveryWaits
 
 __all__ = ["Worker", "Totals", "ErrorCallback", "DeliveryCallback", "DEFAULT_MAX_IN_FLIGHT"]
 
 log = logging.getLogger("durable_analytics")
 
-ErrorCallback = Callable[[Exception, List[Dict[str, Any]]], Any]
-DeliveryCallback = Callable[[List[Dict[str, Any]]], Any]
 
-_POLL = 0.1  # how often a waiter re-reads the file for other processes' progress
-
-
-@dataclass
-class Totals:
-    """What this worker did, for summaries and tests."""
-
-    delivered: int = 0
-    dead: int = 0
-    failed_attempts: int = 0
-    requests: int = 0
-    wire_bytes: int = 0
-    last_error: Optional[str] = None
-    last_status: Optional[int] = None  # of the last failed request (None: a network error)
-    statuses: Dict[str, int] = field(default_factory=dict)
-
-
-class _NotYet(Exception):
-    """Internal: messages are still pending; wait ``delay`` seconds before looking again."""
-
-    def __init__(self, delay: float) -> None:
-        super().__init__(delay)
-        self.delay = delay
-
-
-class Worker:
+class Worker(BatchUploader, DeliveryWaits):
     """Turns the disk queue into accepted batches, following the wire contract."""
 
     def __init__(
@@ -333,7 +298,7 @@ class Worker:
                 retry_at=None,
                 count_failure=False,
             )
-            return _POLL, "backoff"
+            return POLL, "backoff"
         upload.start()
         return 0.0, "sent"
 
@@ -365,259 +330,3 @@ class Worker:
                 self._uploads.discard(threading.current_thread())
             self._wake.set()
             self._notify_progress()
-
-    # ----------------------------------------------------------------------------------------
-    # One batch
-
-    def deliver(self, lease: Lease) -> None:
-        """Upload a leased batch and settle each message: ack, split, release or dead-letter.
-
-        The stored JSON is sent as it is, never parsed on the way (a row that somehow is not
-        JSON makes the server answer 400, and the split isolates it). Before each further
-        request of a split the lease is extended, and nothing more is sent once stop is asked
-        or the lease was lost: the rest goes back to the file for the next taker.
-        """
-        segments: List[List[Row]] = [list(lease.rows)]
-        first = True
-        while segments:
-            if not first and not self._still_ours(segments):
-                return
-            first = False
-            segment = segments.pop()
-            sent_at = self.clock()
-            outcome = self.transport.send([row.data for row in segment])
-            self._count(outcome)
-            decision = self._decide(outcome, segment)
-            if decision.action is Action.ACK:
-                self._ack(segment, outcome, sent_at)
-            elif decision.action is Action.SPLIT:
-                middle = len(segment) // 2
-                segments += [segment[middle:], segment[:middle]]
-            elif decision.action is Action.DEAD_LETTER:
-                self._dead_letter(segment, outcome)
-            else:
-                rest = segment + [row for part in segments for row in part]
-                segments.clear()
-                self._retry_later(rest, outcome, decision, sent_at)
-
-    def _still_ours(self, segments: List[List[Row]]) -> bool:
-        """Before a further request of a split: extend the lease, or give the rest back."""
-        ids = [row.id for part in segments for row in part]
-        if self._stop.is_set():
-            self.store.release(self.owner, ids, error="stopped", retry_at=None, count_failure=False)
-            return False
-        held = self.store.extend(self.owner, ids, self.lease_seconds, now=self.clock())
-        if held < len(ids):
-            log.warning("lost the lease of a batch being split; its other taker carries on")
-            return False
-        return True
-
-    def _decide(self, outcome: Outcome, segment: List[Row]) -> Decision:
-        failing = outcome.kind in (Kind.TRANSIENT, Kind.RATE_LIMITED)
-        decision = decide(
-            outcome.kind,
-            messages=len(segment),
-            batch_failures=max(row.attempts for row in segment),
-            file_failures=self.store.backoff().failures if failing else 0,
-            retry_after=outcome.retry_after,
-            now=self.clock(),
-            policy=self.policy,
-            pause=self.auth_pause,
-        )
-        with self._lock:
-            self._slots = next_concurrency(self._slots, outcome.kind, self.max_in_flight)
-        return decision
-
-    def _ack(self, rows: List[Row], outcome: Outcome, sent_at: float) -> None:
-        self.store.ack([row.id for row in rows], sent_at=sent_at)
-        with self._lock:
-            self.totals.delivered += len(rows)
-        log.debug("delivered %d message(s) (%d bytes)", len(rows), outcome.wire_bytes)
-        if self.on_delivery is not None:
-            self._call(self.on_delivery, _parsed(rows))
-
-    def _dead_letter(self, rows: List[Row], outcome: Outcome) -> None:
-        self.store.dead_letter(
-            self.owner, [row.id for row in rows], http_status=outcome.status, reason=outcome.reason
-        )
-        with self._lock:
-            self.totals.dead += len(rows)
-        log.error(
-            "the server rejected %d message(s) (%s); they are kept as dead letters "
-            "(`durable-analytics dead-letters list`)",
-            len(rows),
-            outcome.reason,
-        )
-        if self.on_error is not None:
-            error = RejectedError(outcome.reason, status=outcome.status)
-            self._call(self.on_error, error, _parsed(rows))
-
-    def _retry_later(
-        self, rows: List[Row], outcome: Outcome, decision: Decision, sent_at: float
-    ) -> None:
-        now = self.clock()
-        ids = [row.id for row in rows]
-        pause = decision.action is Action.PAUSE
-        if pause:
-            self._paused_until = now + decision.pause
-            log.error(
-                "the server answered %s: sending is paused for %gs and %d message(s) are kept "
-                "on disk. Check the endpoint and the write key.",
-                outcome.reason,
-                decision.pause,
-                len(ids),
-            )
-        else:
-            assert decision.retry_at is not None
-            log.warning(
-                "upload of %d message(s) failed (%s); kept on disk, retrying in %.1fs",
-                len(ids),
-                outcome.reason,
-                decision.retry_at - now,
-            )
-        before, attempts = give_up_rule(now, self.policy, self.policy.cap + self.lease_seconds)
-        _, dead = self.store.release(
-            self.owner,
-            ids,
-            error=outcome.reason,
-            retry_at=decision.breaker_until,
-            wait_until=decision.retry_at,
-            give_up_before=before,
-            give_up_attempts=attempts,
-            count_failure=decision.count_failure,
-            sent_at=sent_at,
-            now=now,
-        )
-        with self._lock:
-            self.totals.failed_attempts += 1
-            self.totals.dead += len(dead)
-        self._report_retry(rows, outcome, dead, pause)
-
-    def _report_retry(
-        self, rows: List[Row], outcome: Outcome, dead: List[int], pause: bool
-    ) -> None:
-        """Tell ``on_error`` of the messages given up; log the ones still retried."""
-        if dead:
-            dead_set = set(dead)
-            reason = f"retried for over {self.policy.max_retry_age:g}s: {outcome.reason}"
-            log.error("dead-lettered %d message(s): %s", len(dead), reason)
-            expired = [row for row in rows if row.id in dead_set]
-            self._call(
-                self.on_error, RejectedError(reason, status=outcome.status), _parsed(expired)
-            )
-        # on_error hears only of messages given up (dead-lettered, above): these are kept and
-        # retried, and a handler that saves "lost" messages must not save them twice.
-        exhausted = [row for row in rows if row.attempts + 1 == self.max_retries]
-        if exhausted and not pause:
-            log.warning(
-                "%d message(s) not delivered after %d attempts (%s); still queued on disk and "
-                "retried until max_retry_age",
-                len(exhausted),
-                self.max_retries,
-                outcome.reason,
-            )
-
-    def _count(self, outcome: Outcome) -> None:
-        key = str(outcome.status) if outcome.status is not None else "network"
-        with self._lock:
-            self.totals.requests += 1
-            self.totals.wire_bytes += outcome.wire_bytes
-            self.totals.statuses[key] = self.totals.statuses.get(key, 0) + 1
-            if outcome.kind is not Kind.ACCEPTED:
-                self.totals.last_error = outcome.reason
-                self.totals.last_status = outcome.status
-
-    @staticmethod
-    def _call(callback: Optional[Callable[..., Any]], *args: Any) -> None:
-        if callback is None:
-            return
-        try:
-            callback(*args)
-        except Exception:
-            log.exception("a durable-analytics callback raised; delivery goes on")
-
-    # ----------------------------------------------------------------------------------------
-    # Waiting for delivery
-
-    def flush_wait(self, pending: Callable[[], bool], timeout: float) -> bool:
-        """With the thread running: make it send now, and wait until ``pending()`` is False
-        (the messages a flush waits for are settled)."""
-        deadline = time.monotonic() + timeout
-        self._flushers += 1
-        self._wake.set()
-        try:
-            with self._progress:
-                while pending():
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0 or self._hopeless(remaining):
-                        return False
-                    self._progress.wait(min(remaining, _POLL))
-            return True
-        finally:
-            self._flushers -= 1
-
-    def _hopeless(self, remaining: float) -> bool:
-        """The breaker, or this process's pause, ends after the deadline."""
-        return self.in_flight == 0 and self._blocked_for(self.clock()) > remaining
-
-    def deliver_until(
-        self,
-        last_id: Union[int, Callable[[], bool]],
-        timeout: float,
-        *,
-        sleep: Optional[Callable[[float], Any]] = None,
-    ) -> bool:
-        """In the caller's thread: send until every message up to ``last_id`` is settled (or
-        until ``last_id()`` is False, when it is a function).
-
-        Backoff waits are real (through tenacity, interruptible by :meth:`stop`) but never
-        past ``timeout``. True when nothing waited for is waiting or in flight.
-        """
-        deadline = time.monotonic() + timeout
-        if isinstance(last_id, int):
-            through = last_id
-            pending: Callable[[], bool] = lambda: self.store.pending_through(through)  # noqa: E731
-        else:
-            pending = last_id
-
-        def attempt() -> bool:
-            while pending():
-                if self._stop.is_set():
-                    return False
-                delay, reason = self.cycle(force=True)
-                if delay > 0:
-                    raise _NotYet(delay if reason == "backoff" else min(delay, _POLL))
-            return True
-
-        def wait(state: tenacity.RetryCallState) -> float:
-            assert state.outcome is not None
-            delay = state.outcome.exception().delay  # type: ignore[union-attr]
-            return max(0.0, min(delay, deadline - time.monotonic()))
-
-        def past_deadline(state: tenacity.RetryCallState) -> bool:
-            return time.monotonic() >= deadline or (
-                time.monotonic() + state.upcoming_sleep >= deadline and state.upcoming_sleep > 0
-            )
-
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(_NotYet),
-            wait=wait,
-            stop=tenacity.stop_any(tenacity.stop_when_event_set(self._stop), past_deadline),
-            sleep=sleep or self.idle,
-            reraise=True,
-        )
-        with contextlib.suppress(_NotYet):  # out of time: what is left is counted below
-            retrying(attempt)
-        self.settle(max(0.0, deadline - time.monotonic()) + self.transport.max_seconds())
-        return not pending()
-
-
-def _parsed(rows: Sequence[Row]) -> List[Dict[str, Any]]:
-    """The messages of ``rows`` for a callback; a row that is not JSON comes as {"raw": text}."""
-    messages = []
-    for row in rows:
-        try:
-            messages.append(json.loads(row.data))
-        except ValueError:
-            messages.append({"raw": row.data})
-    return messages
