@@ -1,4 +1,5 @@
-"""``Client``: configuration, the six calls, flush and shutdown (fork and exit: lifecycle.py).
+"""``Client``: configuration, storing a message, flush and shutdown (the six calls: calls.py;
+fork and exit: lifecycle.py).
 
 A call validates its message and commits it to the queue file before it returns; it never
 does HTTP (unless ``sync_mode`` asks for it). Delivery belongs to a background worker thread,
@@ -12,27 +13,16 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
+from .calls import MessageCalls
 from .committer import BufferedCommitter, GroupCommitter
 from .config import DEFAULT_ENDPOINT, Config
 from .errors import ConfigError, RejectedError, TransientError, ValidationError
 from .hooks import apply_before_send
 from .lifecycle import CLIENTS
 from .limits import MAX_REQUEST_BYTES
-from .messages import (
-    Alias,
-    Encoded,
-    Encoder,
-    Group,
-    Id,
-    Identify,
-    Message,
-    Page,
-    Screen,
-    Timestamp,
-    Track,
-)
+from .messages import Encoded, Encoder, Message
 from .request_context import apply as _with_request_context
 from .result import CallResult, returned_message
 from .stored_ids import StoredIds
@@ -40,8 +30,6 @@ from .stored_ids import StoredIds
 __all__ = ["Client", "DEFAULT_ENDPOINT", "MAX_REQUEST_BYTES", "configure_logging"]
 
 log = logging.getLogger("durable_analytics")
-
-Properties = Optional[Mapping[str, Any]]
 
 
 def configure_logging(debug: bool = False, handler: Optional[logging.Handler] = None) -> None:
@@ -59,7 +47,7 @@ def configure_logging(debug: bool = False, handler: Optional[logging.Handler] = 
             log.addHandler(stream)
 
 
-class Client:
+class Client(MessageCalls):
     """Records analytics messages durably and delivers them in the background.
 
     ``Client("WRITE_KEY")`` is production-ready: messages go to a queue file under the user's
@@ -160,155 +148,7 @@ class Client:
         return self.config.endpoint
 
     # ----------------------------------------------------------------------------------------
-    # The calls (keyword- and position-compatible with segment-analytics-python)
-
-    def identify(
-        self,
-        user_id: Optional[Id] = None,
-        traits: Properties = None,
-        context: Properties = None,
-        timestamp: Optional[Timestamp] = None,
-        anonymous_id: Optional[Id] = None,
-        integrations: Properties = None,
-        message_id: Optional[Id] = None,
-    ) -> CallResult:
-        """Tie a user to their traits. Returns ``(success, message)``."""
-        return self.enqueue(
-            Identify(
-                user_id=user_id,
-                anonymous_id=anonymous_id,
-                context=context,
-                integrations=integrations,
-                timestamp=timestamp,
-                message_id=message_id,
-                traits=traits,
-            )
-        )
-
-    def track(
-        self,
-        user_id: Optional[Id] = None,
-        event: Optional[str] = None,
-        properties: Properties = None,
-        context: Properties = None,
-        timestamp: Optional[Timestamp] = None,
-        anonymous_id: Optional[Id] = None,
-        integrations: Properties = None,
-        message_id: Optional[Id] = None,
-    ) -> CallResult:
-        """Record an action a user performed. Returns ``(success, message)``."""
-        return self.enqueue(
-            Track(
-                user_id=user_id,
-                anonymous_id=anonymous_id,
-                context=context,
-                integrations=integrations,
-                timestamp=timestamp,
-                message_id=message_id,
-                event=event,
-                properties=properties,
-            )
-        )
-
-    def page(
-        self,
-        user_id: Optional[Id] = None,
-        category: Optional[str] = None,
-        name: Optional[str] = None,
-        properties: Properties = None,
-        context: Properties = None,
-        timestamp: Optional[Timestamp] = None,
-        anonymous_id: Optional[Id] = None,
-        integrations: Properties = None,
-        message_id: Optional[Id] = None,
-    ) -> CallResult:
-        """Record a page view. Returns ``(success, message)``."""
-        return self.enqueue(
-            Page(
-                user_id=user_id,
-                anonymous_id=anonymous_id,
-                context=context,
-                integrations=integrations,
-                timestamp=timestamp,
-                message_id=message_id,
-                name=name,
-                category=category,
-                properties=properties,
-            )
-        )
-
-    def screen(
-        self,
-        user_id: Optional[Id] = None,
-        category: Optional[str] = None,
-        name: Optional[str] = None,
-        properties: Properties = None,
-        context: Properties = None,
-        timestamp: Optional[Timestamp] = None,
-        anonymous_id: Optional[Id] = None,
-        integrations: Properties = None,
-        message_id: Optional[Id] = None,
-    ) -> CallResult:
-        """Record a mobile screen view. Returns ``(success, message)``."""
-        return self.enqueue(
-            Screen(
-                user_id=user_id,
-                anonymous_id=anonymous_id,
-                context=context,
-                integrations=integrations,
-                timestamp=timestamp,
-                message_id=message_id,
-                name=name,
-                category=category,
-                properties=properties,
-            )
-        )
-
-    def group(
-        self,
-        user_id: Optional[Id] = None,
-        group_id: Optional[Id] = None,
-        traits: Properties = None,
-        context: Properties = None,
-        timestamp: Optional[Timestamp] = None,
-        anonymous_id: Optional[Id] = None,
-        integrations: Properties = None,
-        message_id: Optional[Id] = None,
-    ) -> CallResult:
-        """Associate a user with a group. Returns ``(success, message)``."""
-        return self.enqueue(
-            Group(
-                user_id=user_id,
-                anonymous_id=anonymous_id,
-                context=context,
-                integrations=integrations,
-                timestamp=timestamp,
-                message_id=message_id,
-                group_id=group_id,
-                traits=traits,
-            )
-        )
-
-    def alias(
-        self,
-        previous_id: Optional[Id] = None,
-        user_id: Optional[Id] = None,
-        context: Properties = None,
-        timestamp: Optional[Timestamp] = None,
-        integrations: Properties = None,
-        message_id: Optional[Id] = None,
-    ) -> CallResult:
-        """Link ``previous_id`` to ``user_id``. Returns ``(success, message)``."""
-        return self.enqueue(
-            Alias(
-                user_id=user_id,
-                context=context,
-                integrations=integrations,
-                timestamp=timestamp,
-                message_id=message_id,
-                previous_id=previous_id,
-            )
-        )
+    # Storing a message (the six calls that build one are in calls.py)
 
     def enqueue(self, message: Message) -> CallResult:
         """Validate a typed message and commit it to the queue file before returning.
