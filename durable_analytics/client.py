@@ -357,6 +357,7 @@ class Client(MessageCalls):
             proxies=self.config.proxies,
             verify=self.config.verify,
             auth=self._oauth,
+            connections=self.config.max_in_flight,
         )
         return Worker(
             self.store,

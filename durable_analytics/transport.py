@@ -19,7 +19,7 @@ from . import policy
 from ._version import __version__
 from .config import check_endpoint
 from .deadline import DeadlineAdapter, cutoff
-from .policy import Kind, parse_retry_after
+from .policy import DEFAULT_MAX_IN_FLIGHT, Kind, parse_retry_after
 
 __all__ = [
     "Kind",
@@ -82,16 +82,19 @@ class Transport:
         proxies: Optional[Mapping[str, str]] = None,
         verify: Union[bool, str] = True,
         auth: Any = None,
+        connections: int = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
         """``auth``: what ``requests`` takes as ``auth=`` (an OAuth bearer token source, see
-        oauth.py); by default HTTP Basic with the write key."""
+        oauth.py); by default HTTP Basic with the write key. ``connections``: how many kept-alive
+        connections to keep, one per upload in flight (fewer would open and discard one per
+        request beyond them)."""
         self.url = check_endpoint(endpoint) + "/v1/batch"
         self.gzip = gzip
         self.timeout = timeout
         self.verify = verify
         self._auth = auth if auth is not None else (write_key, "")
         self._session = requests.Session()
-        adapter = DeadlineAdapter()
+        adapter = DeadlineAdapter(pool_maxsize=max(1, connections))
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._session.headers.update({"Content-Type": "application/json", "User-Agent": USER_AGENT})

@@ -242,3 +242,17 @@ def test_redirects_are_never_followed(make_client, collector: Collector, caplog)
     assert errors == []  # kept, not given up: on_error hears only of dead letters
     logged = [r.getMessage() for r in caplog.records]
     assert any("redirect" in line and "endpoint" in line for line in logged)
+
+
+def test_each_upload_in_flight_keeps_its_own_connection(make_client, caplog: Any) -> None:
+    """More uploads than requests' default pool of 10: none opens and discards a connection."""
+    with Collector(network=Network(delay=0.3)) as server:
+        client = make_client(
+            endpoint=server.url, flush_at=1, max_batch_messages=1, max_in_flight=14
+        )
+        with caplog.at_level(logging.WARNING, logger="urllib3"):
+            for i in range(28):
+                client.track("u", f"e{i}")
+            assert client.flush(timeout=20)
+        assert server.network_peak > 10
+    assert not [r for r in caplog.records if "pool is full" in r.getMessage()]
