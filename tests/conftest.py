@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator, List
+from typing import Any, Callable, Dict, Iterator, List
 
 import pytest
 from cli_helpers import env, keyed  # noqa: F401  (the command's fixtures, for every module)
@@ -15,6 +15,20 @@ from durable_analytics import Client, RetryPolicy
 from durable_analytics.testing import Collector
 
 FAST_RETRY = RetryPolicy(initial=0.01, maximum=0.05, retry_after_max=1.0)
+
+
+def client_settings(collector: Collector, queue_file: Path, **options: Any) -> Dict[str, Any]:
+    """Client options for tests: this collector and file, short timings, ``options`` on top."""
+    settings: Dict[str, Any] = dict(
+        endpoint=collector.url,
+        queue_path=queue_file,
+        flush_interval=0.05,
+        retry_policy=FAST_RETRY,
+        flush_timeout=5.0,
+        exit_timeout=0.0,
+    )
+    settings.update(options)
+    return settings
 
 
 @pytest.fixture(autouse=True)
@@ -43,16 +57,7 @@ def make_client(collector: Collector, queue_file: Path) -> Iterator[Callable[...
     made: List[Client] = []
 
     def make(**options: Any) -> Client:
-        settings = dict(
-            endpoint=collector.url,
-            queue_path=queue_file,
-            flush_interval=0.05,
-            retry_policy=FAST_RETRY,
-            flush_timeout=5.0,
-            exit_timeout=0.0,
-            gzip=True,
-        )
-        settings.update(options)
+        settings = client_settings(collector, queue_file, **{"gzip": True, **options})
         client = Client(
             options.pop("write_key", "test-key"),
             **{k: v for k, v in settings.items() if k != "write_key"},

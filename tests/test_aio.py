@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, List
 
 import pytest
-from conftest import FAST_RETRY
+from conftest import client_settings
 
 from durable_analytics import Client
 from durable_analytics.aio import AsyncClient
@@ -23,16 +23,7 @@ def make_async(collector: Collector, queue_file: Path) -> Any:
     made: List[AsyncClient] = []
 
     def make(**options: Any) -> AsyncClient:
-        settings = dict(
-            endpoint=collector.url,
-            queue_path=queue_file,
-            flush_interval=0.05,
-            retry_policy=FAST_RETRY,
-            flush_timeout=5.0,
-            exit_timeout=0.0,
-        )
-        settings.update(options)
-        client = AsyncClient("test-key", **settings)
+        client = AsyncClient("test-key", **client_settings(collector, queue_file, **options))
         made.append(client)
         return client
 

@@ -302,6 +302,11 @@ def test_messages_failing_past_max_retry_age_are_dead_lettered_not_dropped(
     dead = client.store.dead_letters()
     assert [json.loads(d.data)["messageId"] for d in dead] == ids
     assert all("gave up retrying" in d.reason and "503" in d.reason for d in dead)
+    # on_error runs in the upload's thread right after the store settles the rows, so it may
+    # still be running when flush() sees them settled (docs/api.md, on_error).
+    deadline = time.monotonic() + 5
+    while not errors and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert any(isinstance(e, RejectedError) for e in errors)
 
 
