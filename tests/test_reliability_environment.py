@@ -138,7 +138,8 @@ def _checkpoint(queue_file: Path) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------
-# Disk full (simulated with SQLite's own limit: PRAGMA max_page_count makes it raise SQLITE_FULL)
+# Disk full (simulated with SQLite's own limit: PRAGMA max_page_count makes it raise SQLITE_FULL;
+# the real thing, on a small tmpfs, is in test_store_full_disk.py)
 
 
 def test_full_disk_refuses_the_new_message_and_keeps_the_old(
@@ -147,6 +148,10 @@ def test_full_disk_refuses_the_new_message_and_keeps_the_old(
     client = make_client(**IDLE)
     stored = _record(client, 20, "before")
     conn = client.store._db()
+    # The store caps the file at max_queue_bytes with the same pragma: with no bound, it
+    # leaves this connection's limit alone.
+    client.store.max_queue_bytes = None
+    client.store._restore_cap(conn)
     pages = conn.execute("PRAGMA page_count").fetchone()[0]
     conn.execute(f"PRAGMA max_page_count = {pages}")
     error = None

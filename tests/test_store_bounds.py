@@ -198,3 +198,115 @@ def test_drop_oldest_drops_the_new_message_when_everything_older_is_leased(
         store.close()
     after = held(queue_file)
     assert (after["messages"], after["dropped"]) == (3, 3)
+
+
+def test_a_full_file_is_still_leased_settled_and_then_takes_appends_again(
+    queue_file: Path,
+) -> None:
+    """SQLite enforces the byte bound on the appends (a page cap); the worker's own writes
+    (leases, acks, moves to dead letters) still go through at the bound, and once they have
+    freed room the appends are taken again, still within the bound."""
+    limit = 400_000
+    store = MessageStore.open(queue_file, max_queue_bytes=limit, overflow="drop_newest")
+    try:
+        while store.append(*message(0, 4_000)) is not None:
+            pass
+        owner = store.new_owner()
+        first = store.lease(owner, max_messages=10, max_bytes=10**9, lease_seconds=60)
+        assert first is not None
+        assert store.dead_letter(owner, first.ids, http_status=400, reason="bad") == 10
+        while True:
+            lease = store.lease(owner, max_messages=20, max_bytes=10**9, lease_seconds=60)
+            if lease is None:
+                break
+            assert store.ack(lease.ids) == len(lease.ids)
+        taken = sum(store.append(*message(n, 4_000)) is not None for n in range(200))
+    finally:
+        store.close()
+    after = held(queue_file)
+    assert after["used"] <= limit
+    assert 0 < taken < 200 and after["messages"] == taken + 10  # and the dead letters
+
+
+def test_group_appends_hold_the_byte_bound_under_each_policy(queue_file: Path) -> None:
+    limit = 300_000
+    for overflow in OVERFLOW_POLICIES:
+        store = MessageStore.open(queue_file, max_queue_bytes=limit, overflow=overflow)
+        try:
+            for start in range(0, 400, 40):
+                try:
+                    store.append_many([message(n, 2_000) for n in range(start, start + 40)])
+                except QueueFull:
+                    assert overflow == "raise"
+        finally:
+            store.close()
+        after = held(queue_file)
+        assert after["used"] <= limit and after["messages"] >= limit // 4_000, overflow
+        queue_file.unlink()
+
+
+def test_a_lowered_byte_bound_is_held_once_the_file_is_past_it(queue_file: Path) -> None:
+    """A file already larger than a new bound cannot be capped (SQLite never caps below the
+    file's size), and its free pages must not be filled: the appends then check the bound in
+    their statement (drop_newest: the file keeps what it held, and takes nothing more)."""
+    store = MessageStore.open(queue_file, max_queue_bytes=2_000_000, overflow="drop_newest")
+    try:
+        store.append_many([message(n, 4_000) for n in range(300)])  # 1.2 MB
+        lease = store.lease(store.new_owner(), max_messages=150, max_bytes=10**9, lease_seconds=9)
+        assert lease is not None and store.ack(lease.ids) == 150  # free pages, 600 KB used
+        before = held(queue_file)["used"]
+        store.max_queue_bytes = 400_000
+        taken = sum(store.append(*message(n, 4_000)) is not None for n in range(50))
+    finally:
+        store.close()
+    after = held(queue_file)
+    assert after["used"] <= before and taken == 0 and after["dropped"] == 50
+
+
+WORKER = """
+import sys, time
+from pathlib import Path
+from durable_analytics.store import MessageStore
+path, start, stop = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+store = MessageStore.open(path, max_queue_bytes=2_000_000, overflow="drop_newest")
+owner = store.new_owner()
+print("ready", flush=True)
+while not start.exists():
+    time.sleep(0.001)
+moved = 0
+while not stop.exists():
+    lease = store.lease(owner, max_messages=5, max_bytes=10**9, lease_seconds=60)
+    if lease is not None:
+        moved += store.dead_letter(owner, lease.ids, http_status=400, reason="refused")
+print(moved, flush=True)
+"""
+
+
+def test_the_byte_bound_holds_while_a_worker_moves_messages_to_dead_letters(
+    queue_file: Path, tmp_path: Path, child_env: Dict[str, str]
+) -> None:
+    """Moving rows to the dead letters takes new pages and frees others: no appender in
+    another process may fill the pages so freed past the bound."""
+    limit = 2_000_000
+    options = {"max_queue_bytes": limit, "overflow": "drop_newest"}
+    MessageStore.open(queue_file, **options).close()
+    stop = tmp_path / "stop"
+    worker = subprocess.Popen(
+        run_python(WORKER, str(queue_file), str(tmp_path / "start"), str(stop)),
+        env=child_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
+        run_appenders(queue_file, tmp_path, child_env, options, 20, MESSAGE_BYTES)
+        stop.touch()
+        out, err = worker.communicate(timeout=60)
+        assert worker.returncode == 0, err
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    after = held(queue_file)
+    assert after["used"] <= limit and int(out.split()[-1]) > 0

@@ -3,15 +3,16 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 import time
 from typing import List, Optional, Sequence, Tuple
 
 from ..errors import QueueFull
-from .connection import Connection
+from .connection import SQLITE_FULL, Connection
 from .ranges import MAX_ID, free_spans, runs
-from .schema import HIGH_WATER, INSERT, INSERT_IF, INSERT_ROWS, NEXT_ID
+from .schema import HIGH_WATER, INSERT, INSERT_ROWS, NEXT_ID
 
 log = logging.getLogger("durable_analytics")
 
@@ -25,6 +26,10 @@ _SPANS = (
     "(SELECT COALESCE(MAX(id) - MIN(id) + 1, 0) FROM dead_letters)"
 )
 _COUNTS = "SELECT (SELECT COUNT(*) FROM messages) + (SELECT COUNT(*) FROM dead_letters)"
+# The checks of the one-statement insert: (page size, bytes the rows may take, the bound) and
+# (rows, the bound).
+_ROOM_FOR_BYTES = f"({_PAGES_USED}) * ? + ? <= ?"
+_ROOM_FOR_MESSAGES = f"({_SPANS}) + ? <= ?"
 
 
 _ROWS_PER_STATEMENT = 500  # 2,000 parameters, well under SQLite's limit of 32,766
@@ -50,6 +55,26 @@ def _insert(
     return list(range(first, first + len(items)))
 
 
+@functools.lru_cache(maxsize=64)
+def _statement(rows: int, checks: str) -> str:
+    """Insert ``rows`` messages in one statement, with ids counted up from the next id, only
+    if ``checks`` (SQL, may be empty) hold. Parameters: the creation time, then each row's
+    JSON and size, then those of ``checks``."""
+    values = ",".join(f"({k},?,?)" for k in range(rows))
+    where = f" WHERE {checks}" if checks else ""
+    return (
+        f"INSERT INTO messages (id, data, size, created) SELECT first.id + v.column1, "
+        f"v.column2, v.column3, ? FROM ({NEXT_ID} AS id) AS first, (VALUES {values}) AS v"
+        f"{where} ORDER BY v.column1"
+    )
+
+
+def _is_full(exc: sqlite3.Error) -> bool:
+    """SQLITE_FULL: the page cap was reached (or the disk is full: the exact path tells)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code == SQLITE_FULL if code is not None else "full" in str(exc)
+
+
 class Appends(Connection):
     """``append`` / ``append_many``: commit messages, applying the bounds and overflow policy.
 
@@ -73,41 +98,64 @@ class Appends(Connection):
         if size is None:
             size = len(data.encode("utf-8"))
         created = time.time() if now is None else now
-        row_id = self._append_with_room(data, size, created)
-        if row_id is not None:
-            return row_id
-        ids = self.append_many([(data, size)], now=created)
+        ids = self._append_with_room(((data, size),), created)
+        if ids is None:
+            ids = self.append_many([(data, size)], now=created)
         return ids[0] if ids else None
 
-    def _append_with_room(self, data: str, size: int, created: float) -> Optional[int]:
-        """The common case in one statement (its own transaction: one step, one wait for
-        the interpreter lock instead of four): insert only if the file stays within its
-        bounds whatever pages the row takes. None: no room to spare, the exact path decides."""
-        sql, params = INSERT, [data, size, created]
-        checks = []
-        if self.max_queue_bytes is not None:
-            checks.append(f"({_PAGES_USED}) * {self._page_size} + ? <= ?")
-            # A row's pages: its overflow pages, plus a split leaf and interior page at most.
-            params += (2 * size + 3 * self._page_size, self.max_queue_bytes)
-        if self.max_queue_messages is not None:
-            checks.append(f"({_SPANS}) < ?")
-            params.append(self.max_queue_messages)
-        if checks:
-            sql = f"{INSERT_IF} WHERE {' AND '.join(checks)}"
+    def _append_with_room(
+        self, items: Sequence[Tuple[str, int]], created: float
+    ) -> Optional[List[int]]:
+        """The common case in one statement, its own transaction (one step of SQLite, so one
+        wait for the interpreter lock instead of four). Under the page cap (see
+        ``_apply_cap``) it is a plain insert; otherwise it inserts only if the file stays
+        within its bounds whatever pages the rows take. None: no room to spare (or the cap
+        was reached), the exact path decides."""
         with self.tran_lock:
             self._check_files()
             conn = self._db()
+            if self._cap_bound != self.max_queue_bytes:
+                self._restore_cap(conn)
+            sql, params = self._insert_sql(items, created)
             try:
                 cursor = conn.execute(sql, params)
-                if cursor.rowcount != 1:
-                    return None
-                row_id = int(cursor.lastrowid)
-                if row_id <= self._seen_id:  # ids only grow: the file went back in time
-                    self._record_loss(f"a new message got id {row_id}")
             except sqlite3.Error as exc:
+                if self._capped and _is_full(exc):
+                    return None
                 raise self._translate(exc) from exc
-            self._seen_id = max(self._seen_id, row_id)
-        return row_id
+            if cursor.rowcount != len(items):
+                return None
+            last = int(cursor.lastrowid)
+            first = last - len(items) + 1
+            if first <= self._seen_id:  # ids only grow: the file went back in time
+                try:
+                    self._record_loss(f"a new message got id {first}")
+                except sqlite3.Error as exc:
+                    raise self._translate(exc) from exc
+            self._seen_id = max(self._seen_id, last)
+        return list(range(first, last + 1))
+
+    def _insert_sql(
+        self, items: Sequence[Tuple[str, int]], created: float
+    ) -> Tuple[str, List[object]]:
+        """The one-statement insert of ``items`` with the checks the bounds need."""
+        checks: List[str] = []
+        check_params: List[object] = []
+        if self.max_queue_bytes is not None and not self._capped:
+            checks.append(_ROOM_FOR_BYTES)
+            # A row's pages: its overflow pages, plus a split leaf and interior page at most.
+            need = sum(2 * size + 3 * self._page_size for _, size in items)
+            check_params += (self._page_size, need, self.max_queue_bytes)
+        if self.max_queue_messages is not None:
+            checks.append(_ROOM_FOR_MESSAGES)
+            check_params += (len(items), self.max_queue_messages)
+        if len(items) == 1 and not checks:
+            return INSERT, [items[0][0], items[0][1], created]
+        sql = _statement(len(items), " AND ".join(checks))
+        params: List[object] = [created]
+        for data, size in items:
+            params += (data, size)
+        return sql, params + check_params
 
     def count_filtered(self, count: int = 1) -> None:
         """Record that ``count`` messages were filtered out before being stored."""
@@ -127,6 +175,10 @@ class Appends(Connection):
         ``drop_oldest`` stores all and deletes the oldest unleased messages to make room.
         """
         created = time.time() if now is None else now
+        if 1 < len(items) <= _ROWS_PER_STATEMENT:
+            fast = self._append_with_room(items, created)
+            if fast is not None:
+                return fast
 
         def work(conn: sqlite3.Connection) -> Tuple[List[int], int]:
             ids = _insert(conn, items, created)

@@ -30,6 +30,9 @@ DURABILITY_MODES = {"normal": "NORMAL", "full": "FULL"}
 BUSY_TIMEOUT = 30.0
 WAL_KEEP_BYTES = 8 * 1024 * 1024  # a WAL file is truncated to this after a checkpoint
 WAL_AUTOCHECKPOINT_PAGES = 16384  # 64 MB of 4 KB pages: the fallback when no worker runs
+NO_PAGE_CAP = 4294967294  # SQLite's largest max_page_count: no cap
+SQLITE_FULL = 13
+_PAGE_COUNTS = "SELECT page_count, freelist_count FROM pragma_page_count(), pragma_freelist_count()"
 
 # Stores alive in this process, so that a fork can give each a fresh connection and lock.
 _STORES: weakref.WeakSet[Connection] = weakref.WeakSet()
@@ -82,6 +85,7 @@ class Connection:
     file: Path
     durability: str
     timeout: float
+    max_queue_bytes: Optional[int]
     tran_lock: Any
     _conn: Optional[sqlite3.Connection]
 
@@ -94,8 +98,10 @@ class Connection:
         self._seen_id = 0  # the highest message id this object has seen committed
         self._files: wal_watch.Identity = {}
         self._next_check = 0.0
+        self._capped = False  # the main connection's page cap enforces max_queue_bytes
+        self._cap_bound: Optional[int] = None  # the max_queue_bytes _capped was decided for
+        self._cap_pages = 0
         self._conn = self._connect()
-        self._page_size = self._conn.execute("PRAGMA page_size").fetchone()[0]
         _STORES.add(self)
 
     def _new_db_connection(self) -> sqlite3.Connection:
@@ -130,6 +136,8 @@ class Connection:
             try:
                 migrate(conn, self.file)
                 conn.execute("SELECT id FROM state").fetchone()  # -wal and -shm now exist
+                self._page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+                self._apply_cap(conn)
             except BaseException:
                 conn.close()
                 raise
@@ -137,6 +145,40 @@ class Connection:
             raise self._translate(exc) from exc
         self._files = wal_watch.identities(self.file)
         return conn
+
+    def _apply_cap(self, conn: sqlite3.Connection) -> None:
+        """Cap the file at ``max_queue_bytes`` on the main connection, outside its write
+        transactions: SQLite then refuses (``SQLITE_FULL``) an append that would grow the file
+        past the bound, exactly, whatever other processes wrote, at no cost per append.
+
+        SQLite never sets a cap below the file's size: a file already past the bound is left
+        uncapped, and the appends check the bound in their statement until it shrinks back."""
+        bound = self.max_queue_bytes
+        pages = 0 if bound is None else bound // self._page_size
+        capped = False
+        if pages:
+            capped = conn.execute(f"PRAGMA max_page_count={pages}").fetchone()[0] == pages
+        if not capped and (pages or self._capped):
+            conn.execute(f"PRAGMA max_page_count={NO_PAGE_CAP}")
+        self._capped, self._cap_bound, self._cap_pages = capped, bound, pages
+
+    def _give_back_past_cap(self, conn: sqlite3.Connection) -> None:
+        """In a write transaction that found the file within the cap (and lifted it): give
+        back, before it commits, the free pages it leaves past the cap. Free, they would not
+        count against the cap of an appender elsewhere, which would fill them past the bound."""
+        pages, free = conn.execute(_PAGE_COUNTS).fetchone()
+        for _ in range(min(pages - self._cap_pages, free)):
+            conn.execute("PRAGMA incremental_vacuum(1)")  # one page per step
+
+    def _restore_cap(self, conn: sqlite3.Connection) -> None:
+        """After a write transaction (committed or not): the cap again, if the file allows it.
+        Never raises: a connection that cannot take it is left uncapped."""
+        try:
+            self._apply_cap(conn)
+        except sqlite3.Error:
+            self._capped = False
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute(f"PRAGMA max_page_count={NO_PAGE_CAP}")
 
     def _check_files(self, force: bool = False) -> None:
         """Report (once per loss) that the -wal/-shm files were taken away (see wal_watch);
@@ -221,16 +263,25 @@ class Connection:
         return translate(exc, self.file, self.timeout)
 
     def _write(self, work: Any) -> Any:
-        """Run ``work(conn)`` in one ``BEGIN IMMEDIATE`` transaction; commit or roll back."""
+        """Run ``work(conn)`` in one ``BEGIN IMMEDIATE`` transaction; commit or roll back.
+
+        Without the page cap: the worker's leases and moves to dead letters, and the appends'
+        exact path (which inserts, then applies the overflow policy), may need a page more."""
         with self.tran_lock:
             self._check_files()
             conn = self._db()
             try:
                 conn.execute("BEGIN IMMEDIATE")
+                if self._capped:
+                    conn.execute(f"PRAGMA max_page_count={NO_PAGE_CAP}")
             except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise self._translate(exc) from exc
             try:
                 result = work(conn)
+                if self._capped:
+                    self._give_back_past_cap(conn)
                 conn.execute("COMMIT")
                 return result
             except BaseException as exc:
@@ -239,6 +290,8 @@ class Connection:
                 if isinstance(exc, sqlite3.Error):
                     raise self._translate(exc) from exc
                 raise
+            finally:
+                self._restore_cap(conn)
 
     @contextlib.contextmanager
     def _snapshot(self, side: bool = False) -> Iterator[sqlite3.Connection]:

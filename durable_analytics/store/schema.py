@@ -110,8 +110,6 @@ INSERT = f"INSERT INTO messages (id, data, size, created) VALUES ({_NEXT_ID}, ?,
 # Many rows in one statement (one step of the VM, however many rows): the ids are given,
 # counted up from NEXT_ID inside the same write transaction.
 NEXT_ID = f"SELECT {_NEXT_ID}"
-# One message, inserted only if a condition holds (append ``WHERE ...``): one statement.
-INSERT_IF = f"INSERT INTO messages (id, data, size, created) SELECT {_NEXT_ID}, ?, ?, ?"
 INSERT_ROWS = "INSERT INTO messages (id, data, size, created) VALUES "
 # The same for text given as bytes that may not be UTF-8 (a dead letter requeued as it was).
 INSERT_BYTES = (
