@@ -37,7 +37,7 @@ class DeliveryWaits:
     store: MessageStore
     transport: Transport
     clock: Callable[[], float]
-    in_flight: int
+    uploads_seen: Callable[[], Tuple[int, int]]
     cycle: Callable[..., Tuple[float, str]]
     idle: Callable[[float], None]
     settle: Callable[[float], bool]
@@ -65,8 +65,17 @@ class DeliveryWaits:
             self._flushers -= 1
 
     def _hopeless(self, remaining: float) -> bool:
-        """The breaker, or this process's pause, ends after the deadline."""
-        return self.in_flight == 0 and self._blocked_for(self.clock()) > remaining
+        """The breaker, or this process's pause, ends after the deadline, with no upload of ours
+        on the wire (it may be the probe, whose answer ends the hold it claimed at once).
+
+        The file is read between two looks at our uploads: one that started in between may
+        have claimed the hold just read, so that is no reason to give up yet.
+        """
+        before = self.uploads_seen()
+        if before[0]:
+            return False
+        blocked = self._blocked_for(self.clock())
+        return blocked > remaining and self.uploads_seen() == before
 
     def deliver_until(
         self,

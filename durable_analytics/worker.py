@@ -88,6 +88,7 @@ class Worker(BatchUploader, DeliveryWaits):
         self._progress = threading.Condition()
         self._lock = threading.Lock()  # guards totals, the upload set and the slot count
         self._uploads: Set[threading.Thread] = set()
+        self._started = 0  # uploads ever counted in flight (see ``uploads_seen``)
         self._slots = self.max_in_flight  # lowered by 429s, raised again by successes
         self._flushers = 0
         self._appended = 0
@@ -121,6 +122,12 @@ class Worker(BatchUploader, DeliveryWaits):
         """Uploads on the wire now."""
         with self._lock:
             return len(self._uploads)
+
+    def uploads_seen(self) -> Tuple[int, int]:
+        """``(uploads on the wire now, uploads counted so far)``: the same value read twice
+        means that no upload started in between."""
+        with self._lock:
+            return len(self._uploads), self._started
 
     def stop(self, timeout: Optional[float] = None) -> bool:
         """Stop the thread, interrupting any backoff wait; True if it ended in time.
@@ -317,6 +324,7 @@ class Worker(BatchUploader, DeliveryWaits):
         )
         with self._lock:
             self._uploads.add(thread)
+            self._started += 1
         return thread
 
     def _upload(self, lease: Lease) -> None:

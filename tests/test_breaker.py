@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, List
+from typing import Any, Callable, List, Optional, Tuple
+
+import pytest
 
 from durable_analytics import RetryPolicy
 from durable_analytics.policy import BREAKER_AFTER, give_up_rule
 from durable_analytics.store import MessageStore
+from durable_analytics.store.records import Backoff
 from durable_analytics.testing import Collector, Response
 from durable_analytics.transport import Transport
 from durable_analytics.worker import Worker
@@ -29,6 +32,24 @@ def fill(store: MessageStore, count: int, now: float = T) -> List[int]:
 def lease_all(store: MessageStore, now: float = T) -> Any:
     owner = store.new_owner()
     return store.lease(owner, max_messages=100, max_bytes=1 << 20, lease_seconds=30, now=now)
+
+
+def open_breaker(store: MessageStore) -> None:
+    """The breaker opened at T - 1 for one second, after BREAKER_AFTER failures in a row."""
+    store._write(
+        lambda conn: conn.execute(
+            "UPDATE state SET failures = ?, retry_at = ?, opened = ?", (BREAKER_AFTER, T, T - 1)
+        )
+    )
+
+
+def fail(
+    store: MessageStore, owner: str, ids: List[int], sent_at: float, now: float, until: float
+) -> None:
+    """A 503 for the request sent at ``sent_at``, answered at ``now``: wait, breaker, until."""
+    store.release(
+        owner, ids, error="503", retry_at=until, wait_until=until, sent_at=sent_at, now=now
+    )
 
 
 def poll(condition: Any, timeout: float = 10.0) -> bool:
@@ -116,25 +137,94 @@ def test_one_probe_at_a_time_once_the_window_passed(queue_file: Path) -> None:
     other = MessageStore(queue_file)
     fill(store, 1)
     lease = lease_all(store)
-    store._write(  # the breaker opened at T - 1 for one second
-        lambda conn: conn.execute(
-            "UPDATE state SET failures = ?, retry_at = ?, opened = ?", (BREAKER_AFTER, T, T - 1)
-        )
-    )
+    open_breaker(store)
     assert store.claim_probe(T + 1, hold=30, after=BREAKER_AFTER) is True
     assert other.claim_probe(T + 1, hold=30, after=BREAKER_AFTER) is False
     assert store.backoff().retry_at == T + 31
     # The probe fails at once: the new window replaces the hold, it does not add to it.
-    store.release(
-        lease.owner,
-        lease.ids,
-        error="503",
-        retry_at=T + 3,
-        wait_until=T + 3,
-        sent_at=T + 1,
-        now=T + 1.2,
-    )
+    fail(store, lease.owner, list(lease.ids), sent_at=T + 1, now=T + 1.2, until=T + 3)
     assert store.backoff().retry_at == T + 3
+
+
+@pytest.mark.parametrize("probe_answer", ["failure", "success"])
+def test_an_older_failure_answered_during_the_probe_leaves_the_probe_its_answer(
+    queue_file: Path, probe_answer: str
+) -> None:
+    """A request sent before the breaker's probe and failing while the probe is on the wire
+    only extends the window: the probe's own answer then still replaces its hold with the
+    policy's backoff, or closes the breaker. No hold outlives the probe's answer."""
+    store = MessageStore(queue_file)
+    fill(store, 2)
+    lease = lease_all(store)
+    older, probe = lease.ids
+    open_breaker(store)
+    assert store.claim_probe(T + 1, hold=30, after=BREAKER_AFTER) is True
+    # Sent at T - 2, before the breaker opened, answered 503 just after the probe went out.
+    fail(store, lease.owner, [older], sent_at=T - 2, now=T + 1.2, until=T + 3)
+    assert store.backoff().retry_at == T + 31  # still the probe's hold, only extended
+    if probe_answer == "failure":  # the probe, sent at T + 1.1, fails at T + 1.5
+        fail(store, lease.owner, [probe], sent_at=T + 1.1, now=T + 1.5, until=T + 5)
+        state = store.backoff()
+        assert (state.retry_at, state.opened) == (T + 5, T + 1.5)
+    else:
+        store.ack([probe], sent_at=T + 1.1)
+        state = store.backoff()
+        assert (state.retry_at, state.failures, state.opened) == (0, 0, 0)
+
+
+def test_a_probe_never_answered_lets_the_next_one_go_when_its_hold_ends(queue_file: Path) -> None:
+    store = MessageStore(queue_file)
+    other = MessageStore(queue_file)
+    open_breaker(store)
+    assert store.claim_probe(T, hold=30, after=BREAKER_AFTER) is True  # then its taker dies
+    assert other.claim_probe(T + 29.9, hold=30, after=BREAKER_AFTER) is False
+    assert other.claim_probe(T + 30, hold=30, after=BREAKER_AFTER) is True
+
+
+class _StepsAroundBreakerRead(MessageStore):
+    """Runs ``before`` and ``after`` once, around the next read of the breaker: what other
+    threads do between two reads of a flush, in an order the thread scheduler produces only
+    now and then."""
+
+    before: Optional[Callable[[], Any]] = None
+    after: Optional[Callable[[], Any]] = None
+
+    def breaker(self, now: float) -> Backoff:
+        before, after, self.before, self.after = self.before, self.after, None, None
+        if before is not None:
+            before()
+        state = super().breaker(now)
+        if after is not None:
+            after()
+        return state
+
+
+@pytest.mark.parametrize("answered", [False, True], ids=["on-the-wire", "answered"])
+def test_a_flush_does_not_read_its_own_probes_hold_as_hopeless(
+    queue_file: Path, collector: Collector, answered: bool
+) -> None:
+    """flush() gives up early only when the breaker ends after its deadline with nothing of
+    this process in flight. The probe's upload is counted before it claims the hold, so a flush
+    that saw no upload and then read the hold claimed meanwhile must look again, even when the
+    probe was answered (its hold replaced) before its second look."""
+    collector.respond_with(Response(503, delay=0.5))
+    store = _StepsAroundBreakerRead(queue_file)
+    fill(store, 1)
+    open_breaker(store)
+    policy = RetryPolicy(initial=2.0, maximum=60.0, jitter=False)
+    worker = Worker(store, Transport("k", collector.url), policy=policy, clock=lambda: T)
+    sent: List[Tuple[float, str]] = []
+    store.before = lambda: sent.append(worker.cycle(force=True))  # the probe goes out
+    if answered:
+        store.after = lambda: worker.settle(10.0)
+    assert worker._hopeless(remaining=10.0) is False
+    assert sent == [(0.0, "sent")]
+    assert worker.settle(10.0)
+    # The probe's 503 replaced its hold with the policy's next window (2 s doubled): a flush
+    # with more time left waits for it, one with less gives up.
+    assert store.backoff().retry_at == T + 4.0
+    assert worker._hopeless(remaining=10.0) is False
+    assert worker._hopeless(remaining=3.0) is True
 
 
 # ------------------------------------------------------------------------------------------------

@@ -295,10 +295,7 @@ def test_messages_failing_past_max_retry_age_are_dead_lettered_not_dropped(
 ) -> None:
     collector.set_default(503)
     errors: List[Exception] = []
-    # retry_after_max bounds every wait read back from the file (the policy's cap): a
-    # probe's hold can outlive a failed probe (noted on issue 15), and flush() must not read it
-    # as hopeless here.
-    policy = RetryPolicy(initial=0.01, maximum=0.02, retry_after_max=1.0, max_retry_age=0.3)
+    policy = RetryPolicy(initial=0.01, maximum=0.02, max_retry_age=0.3)
     client = make_client(retry_policy=policy, on_error=lambda e, b: errors.append(e))
     ids = track_many(client, 2)
     assert client.flush(timeout=10) is True  # dead-lettered counts as settled

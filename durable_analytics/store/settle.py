@@ -66,7 +66,8 @@ class Settle(Leases):
         that survives restarts and that any taker reclaims once it expires; ``None`` makes it
         ready at once. ``retry_at`` opens the file-wide breaker: no process sends before then
         (``None`` leaves it alone). When the failing request was sent after the breaker last
-        opened (``sent_at``) it sets the new window, else it only extends the current one.
+        opened (``sent_at``) it sets the new window and opens it now, else it only extends the
+        current one (its opening time stays, so the answer of a probe sent since still counts).
         ``count_failure=False`` neither counts an attempt nor a failure (the batch was not the
         problem, e.g. a bad write key). Rows first tried before ``give_up_before`` that failed
         at least ``give_up_attempts`` times are dead-lettered instead (retried for too long).
@@ -88,10 +89,14 @@ class Settle(Leases):
                 (int(count_failure), error),
             )
             if retry_at:
+                # An older request (sent before ``opened``) must not move ``opened``: the probe
+                # on the wire would then look older than the breaker and its answer would
+                # neither replace its hold nor close the breaker.
                 conn.execute(
                     "UPDATE state SET retry_at = CASE WHEN ? >= opened THEN ? "
-                    "ELSE MAX(retry_at, ?) END, opened = ? WHERE id = 0",
-                    (sent_at, retry_at, retry_at, moment),
+                    "ELSE MAX(retry_at, ?) END, "
+                    "opened = CASE WHEN ? >= opened THEN ? ELSE opened END WHERE id = 0",
+                    (sent_at, retry_at, retry_at, sent_at, moment),
                 )
             return len(held) - len(dead), dead
 
