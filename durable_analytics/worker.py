@@ -293,8 +293,11 @@ class Worker(BatchUploader, DeliveryWaits):
         self._full_batch = lease is not None and len(lease.rows) == self.max_batch_messages
         if lease is None:
             return 0.0, "sent"
-        upload = self._new_upload(lease)  # counted in flight before the probe holds others back
-        if self._tripped and not self.store.claim_probe(now, self.lease_seconds, BREAKER_AFTER):
+        probe_at = now if self._tripped else None
+        upload = self._new_upload(lease, probe_at)  # in flight before the probe holds others
+        if probe_at is not None and not self.store.claim_probe(
+            probe_at, self.lease_seconds, BREAKER_AFTER
+        ):
             # Another taker sends the one probe of the half-open breaker: give the batch back.
             with self._lock:
                 self._uploads.discard(upload)
@@ -317,19 +320,25 @@ class Worker(BatchUploader, DeliveryWaits):
         breaker = wait_left(state.retry_at, state.opened, now, self.policy.cap)
         return max(breaker, self._paused_until - now)
 
-    def _new_upload(self, lease: Lease) -> threading.Thread:
-        """The thread that will upload ``lease``, counted in flight from now on."""
+    def _new_upload(self, lease: Lease, probe_at: Optional[float]) -> threading.Thread:
+        """The thread that will upload ``lease`` (the breaker's probe claimed at ``probe_at``,
+        if not None), counted in flight from now on."""
         thread = threading.Thread(
-            target=self._upload, args=(lease,), name="durable-analytics-upload", daemon=True
+            target=self._upload,
+            args=(lease, probe_at),
+            name="durable-analytics-upload",
+            daemon=True,
         )
         with self._lock:
             self._uploads.add(thread)
             self._started += 1
         return thread
 
-    def _upload(self, lease: Lease) -> None:
+    def _upload(self, lease: Lease, probe_at: Optional[float]) -> None:
         try:
             self.deliver(lease)
+            if probe_at is not None:  # unless its answer settled the breaker, let others probe
+                self.store.end_probe(probe_at, self.lease_seconds)
             self.store.maintain()
         except Exception:
             self._report_failure()

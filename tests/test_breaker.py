@@ -227,6 +227,27 @@ def test_a_flush_does_not_read_its_own_probes_hold_as_hopeless(
     assert worker._hopeless(remaining=3.0) is True
 
 
+@pytest.mark.parametrize("status", [400, 401])
+def test_a_probe_answered_neither_way_ends_its_hold(
+    queue_file: Path, collector: Collector, status: int
+) -> None:
+    """A probe the server rejects (400: dead-lettered) or refuses for its configuration (401:
+    this process pauses) was answered, yet neither failed nor succeeded: its hold ends, the
+    breaker stays half-open and the next taker probes at once, not a lease later."""
+    collector.respond_with(status)
+    store = MessageStore(queue_file)
+    fill(store, 1)
+    open_breaker(store)
+    worker = Worker(store, Transport("k", collector.url), policy=SLOW, clock=lambda: T)
+    assert worker.cycle(force=True) == (0.0, "sent")
+    assert worker.settle(10.0) and len(collector.requests) == 1
+    state = store.backoff()
+    assert state.retry_at <= T and state.failures == BREAKER_AFTER
+    if status == 400:  # nothing else holds this process back: a flush waits
+        assert worker._hopeless(remaining=10.0) is False
+    assert MessageStore(queue_file).claim_probe(T, hold=30, after=BREAKER_AFTER) is True
+
+
 # ------------------------------------------------------------------------------------------------
 # Clock steps
 

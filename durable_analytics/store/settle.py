@@ -160,6 +160,18 @@ class Settle(Leases):
             )
         )
 
+    def end_probe(self, now: float, hold: float) -> None:
+        """The probe claimed at ``now`` for ``hold`` seconds was answered without settling the
+        breaker (rejected, a configuration error, stopped during a split): end its hold, so
+        the next taker probes at once rather than a lease later. Once its answer replaced the
+        hold, or closed the breaker, nothing changes."""
+        self._write(
+            lambda conn: conn.execute(
+                "UPDATE state SET retry_at = opened WHERE id = 0 AND opened = ? AND retry_at = ?",
+                (now, now + hold),
+            )
+        )
+
     def breaker(self, now: float) -> Backoff:
         """The shared retry state, with a clock that stepped back since the breaker opened
         taken into account: its window is moved to start now, its length unchanged."""
