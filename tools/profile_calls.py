@@ -7,6 +7,11 @@ each of the queue's write transactions, to see which of them the slow calls over
     python tools/profile_calls.py --threads 16 --calls 1000 [--ungrouped]
                                                    # 16 threads; --ungrouped: each call commits
                                                    # alone (no group commit), to compare
+    python tools/profile_calls.py --handoff        # what one hand-off between two threads
+                                                   # costs on this machine (time and CPU)
+
+Every run also prints the process's CPU time and voluntary context switches per call: under
+many threads these, not the queue, bound the calls (docs/performance.md).
 
 The collector runs in a process of its own, as in ``tools/bench.py``. This is a diagnostic:
 the side-by-side comparison with segment-analytics-python is ``tools/bench.py``.
@@ -15,6 +20,7 @@ the side-by-side comparison with segment-analytics-python is ``tools/bench.py``.
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import sys
 import tempfile
@@ -40,7 +46,10 @@ def main() -> int:
     parser.add_argument("--transactions", action="store_true", help="time each write")
     parser.add_argument("--threads", type=int, default=1, help="threads, --calls each")
     parser.add_argument("--ungrouped", action="store_true", help="no group commit")
+    parser.add_argument("--handoff", action="store_true", help="time a thread hand-off")
     args = parser.parse_args()
+    if args.handoff:
+        return _handoff(args.calls)
 
     spans: List[Tuple[float, float, str]] = []
     if args.transactions:
@@ -70,7 +79,9 @@ def main() -> int:
                 client._committer = _Ungrouped(client.store)
             for i in range(200):
                 client.track(f"warm-{i}", "Order Completed", PROPERTIES)
+            before = resource.getrusage(resource.RUSAGE_SELF)
             elapsed = _record(client, args.calls, args.threads, calls)
+            cpu, switches = _per_call(before, len(calls))
             client.shutdown(timeout=30)
     finally:
         collector.close()
@@ -83,7 +94,8 @@ def main() -> int:
         f"median {statistics.median(timings) * 1e6:.1f} µs, "
         f"mean {statistics.fmean(timings) * 1e6:.1f} µs, "
         f"p99 {timings[int(len(timings) * 0.99)] * 1e6:.1f} µs, "
-        f"p99.9 {timings[int(len(timings) * 0.999)] * 1e6:.1f} µs"
+        f"p99.9 {timings[int(len(timings) * 0.999)] * 1e6:.1f} µs; per call (all threads of "
+        f"the process): {cpu:.1f} µs of CPU, {switches:.2f} voluntary context switches"
     )
     if spans:
         by_name: Dict[str, List[float]] = defaultdict(list)
@@ -99,6 +111,43 @@ def main() -> int:
         slow = [(s, d) for s, d in calls if d > 1e-3]
         overlapping = sum(1 for s, d in slow if any(t < s + d and t + u > s for t, u, _ in spans))
         print(f"  calls over 1 ms: {len(slow)}, of which {overlapping} overlap a transaction")
+    return 0
+
+
+def _per_call(before: Any, calls: int) -> Tuple[float, float]:
+    """CPU µs and voluntary context switches of the whole process since ``before``, per call."""
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return cpu / calls * 1e6, (after.ru_nvcsw - before.ru_nvcsw) / calls
+
+
+def _handoff(rounds: int) -> int:
+    """Two threads passing a token back and forth through two locks: each pass puts one
+    thread to sleep and wakes the other, as a follower of a group commit is put to sleep and
+    woken. Prints the time and CPU per hand-off (half a round trip)."""
+    ping, pong = threading.Lock(), threading.Lock()
+    ping.acquire()
+    pong.acquire()
+
+    def other() -> None:
+        for _ in range(rounds):
+            ping.acquire()
+            pong.release()
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    started = time.perf_counter()
+    for _ in range(rounds):
+        ping.release()
+        pong.acquire()
+    elapsed = time.perf_counter() - started
+    thread.join()
+    cpu, switches = _per_call(before, 2 * rounds)
+    print(
+        f"thread hand-off: {elapsed / (2 * rounds) * 1e6:.1f} µs, {cpu:.1f} µs of CPU, "
+        f"{switches:.2f} voluntary context switches ({rounds:,} round trips)"
+    )
     return 0
 
 
