@@ -9,6 +9,10 @@ each of the queue's write transactions, to see which of them the slow calls over
                                                    # alone (no group commit), to compare
     python tools/profile_calls.py --handoff        # what one hand-off between two threads
                                                    # costs on this machine (time and CPU)
+    python tools/profile_calls.py --worker-elsewhere
+                                                   # the calls in this process, the delivery in
+                                                   # another one on the same file: what the
+                                                   # worker's share of the interpreter costs
 
 Every run also prints the process's CPU time and voluntary context switches per call: under
 many threads these, not the queue, bound the calls (docs/performance.md).
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -36,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import PROPERTIES, RemoteCollector  # noqa: E402
 
 from durable_analytics import Client  # noqa: E402
+from durable_analytics.lifecycle import CLIENTS  # noqa: E402
 from durable_analytics.store import MessageStore  # noqa: E402
 
 
@@ -47,6 +53,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="threads, --calls each")
     parser.add_argument("--ungrouped", action="store_true", help="no group commit")
     parser.add_argument("--handoff", action="store_true", help="time a thread hand-off")
+    parser.add_argument(
+        "--worker-elsewhere", action="store_true", help="deliver from another process"
+    )
     args = parser.parse_args()
     if args.handoff:
         return _handoff(args.calls)
@@ -65,16 +74,23 @@ def main() -> int:
 
         MessageStore._write = timed  # type: ignore[method-assign]
 
+    if args.worker_elsewhere:
+        Client._ensure_worker = lambda self: _NO_WORKER  # type: ignore[method-assign]
     collector = RemoteCollector()
     calls: List[Tuple[float, float]] = []
+    deliverer = None
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            client = Client(
-                "bench-key",
-                endpoint=collector.url,
-                queue_path=str(Path(tmp) / "calls.sqlite3"),
-                send=not args.no_send,
-            )
+            queue = str(Path(tmp) / "calls.sqlite3")
+            client = Client("bench-key", endpoint=collector.url, queue_path=queue,
+                            send=not args.no_send)  # fmt: skip
+            if args.worker_elsewhere:
+                deliverer = subprocess.Popen(
+                    [sys.executable, "-c", _DELIVERER, collector.url, queue],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                assert deliverer.stdout is not None and deliverer.stdout.readline() == "ready\n"
             if args.ungrouped and client.store is not None:
                 client._committer = _Ungrouped(client.store)
             for i in range(200):
@@ -82,13 +98,21 @@ def main() -> int:
             before = resource.getrusage(resource.RUSAGE_SELF)
             elapsed = _record(client, args.calls, args.threads, calls)
             cpu, switches = _per_call(before, len(calls))
-            client.shutdown(timeout=30)
+            if args.worker_elsewhere:  # no worker here to shut down: just let go of the file
+                CLIENTS.discard(client)
+                client.store.close()
+            else:
+                client.shutdown(timeout=30)
     finally:
+        if deliverer is not None:
+            deliverer.kill()
+            deliverer.wait()
         collector.close()
 
     timings = sorted(duration for _, duration in calls)
     print(
-        f"{'no send' if args.no_send else 'worker uploading'}: {len(timings):,} calls, "
+        f"{'no send' if args.no_send else 'worker uploading'}"
+        f"{' in another process' if args.worker_elsewhere else ''}: {len(timings):,} calls, "
         f"{args.threads} thread(s){', ungrouped' if args.ungrouped else ''}, "
         f"{len(timings) / elapsed:,.0f} calls/s, "
         f"median {statistics.median(timings) * 1e6:.1f} µs, "
@@ -112,6 +136,27 @@ def main() -> int:
         overlapping = sum(1 for s, d in slow if any(t < s + d and t + u > s for t, u, _ in spans))
         print(f"  calls over 1 ms: {len(slow)}, of which {overlapping} overlap a transaction")
     return 0
+
+
+class _NoWorker:
+    """What a client without its own worker is told after each append: nothing to do."""
+
+    def notify_append(self, count: int = 1) -> None:
+        pass
+
+
+_NO_WORKER = _NoWorker()
+
+# Delivers from the queue file at argv[2] to the collector at argv[1] until killed; it looks
+# for the other process's appends every 50 ms (no append of its own wakes it).
+_DELIVERER = """
+import sys, time
+from durable_analytics import Client
+client = Client("bench-key", endpoint=sys.argv[1], queue_path=sys.argv[2], flush_interval=0.05)
+print("ready", flush=True)
+while True:
+    time.sleep(3600)
+"""
 
 
 def _per_call(before: Any, calls: int) -> Tuple[float, float]:
