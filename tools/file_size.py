@@ -82,7 +82,9 @@ def measure(directory: Path, events: int, size: int, batch: int) -> Dict[str, An
             store.close()
     return {
         "events": events,
-        "message_bytes": stats.queued_bytes // max(1, events),
+        "message_bytes": stats.queued_bytes // max(1, stats.ready + stats.leased),
+        "held": stats.ready + stats.leased,
+        "dropped": stats.dropped,
         "per_transaction": batch,
         "append_seconds": round(append_seconds, 1),
         "drain_seconds": round(drain_seconds, 1),
@@ -97,7 +99,8 @@ def measure(directory: Path, events: int, size: int, batch: int) -> Dict[str, An
 def show(report: Dict[str, Any]) -> None:
     mb = 1024 * 1024
     print(
-        f"{report['events']:,} events of ~{report['message_bytes']:,} bytes, "
+        f"{report['events']:,} events of ~{report['message_bytes']:,} bytes "
+        f"({report['held']:,} held, {report['dropped']:,} dropped at the bound), "
         f"{report['per_transaction']} per transaction"
     )
     for phase in ("before", "after"):
