@@ -63,6 +63,11 @@ _FIGURES: Dict[str, _Figure] = {
         "Times a process found the -wal/-shm files taken away under it (messages may be lost).",
     ),
     "delivered": _Figure("delivered_total", "counter", "Messages the server accepted, all time."),
+    "failed_uploads": _Figure(
+        "failed_uploads_total",
+        "counter",
+        "Upload attempts that failed (their messages were kept and retried), all time.",
+    ),
     "queued_bytes": _Figure(
         "queued_bytes", "gauge", "JSON bytes of the messages in the file (ready, leased, dead)."
     ),

@@ -161,7 +161,7 @@ def test_stats_watch_redraws_in_place_on_a_terminal(
         ["stats", "--watch", "0.01", "--count", "3"], keyed, "stdout"
     )
     assert (status, stderr) == (0, "")
-    draws = terminal.split("\x1b[12F\x1b[J")
+    draws = terminal.split("\x1b[13F\x1b[J")
     assert len(draws) == 3, repr(terminal)
     table = (
         "every 0.01s, HH:MM:SS (Ctrl-C to stop)\n"
@@ -172,13 +172,14 @@ def test_stats_watch_redraws_in_place_on_a_terminal(
         "dropped         0 (queue full, all time)\n"
         "filtered        0 (by before_send, all time)\n"
         "delivered       0 (all time)\n"
+        "failed uploads  0 (attempts kept and retried, all time)\n"
         "queued bytes    {bytes}\n"
         "bytes on disk   {disk}\n"
         "oldest message  {age} ago\n"
         "last error      -\n"
     )
     for draw in draws:
-        assert draw.count("\n") == 12  # the header and 11 rows: what the next draw goes up
+        assert draw.count("\n") == 13  # the header and 12 rows: what the next draw goes up
         masked = re.sub(r"\d\d:\d\d:\d\d", "HH:MM:SS", draw)
         masked = re.sub(r"(queued bytes +)[\d,]+", r"\1{bytes}", masked)
         masked = re.sub(r"(bytes on disk +)[\d,]+", r"\1{disk}", masked)

@@ -28,6 +28,7 @@ EVERY_FIGURE = {
     "durable_analytics_dead_letters": "gauge",
     "durable_analytics_dropped": "counter",
     "durable_analytics_delivered": "counter",
+    "durable_analytics_failed_uploads": "counter",
     "durable_analytics_queued_bytes": "gauge",
     "durable_analytics_file_bytes": "gauge",
     "durable_analytics_oldest_message_age_seconds": "gauge",
@@ -54,7 +55,7 @@ class FakeStats:
 def base(path: str = "/q.sqlite3", **extra: Any) -> FakeStats:
     values = {
         "path": path, "ready": 3, "leased": 1, "dead": 2, "dropped": 4, "delivered": 10,
-        "queued_bytes": 500, "bytes": 8192, "oldest_age_seconds": 12.5,
+        "failed_uploads": 6,        "queued_bytes": 500, "bytes": 8192, "oldest_age_seconds": 12.5,
         "last_error": "HTTP 400: bad", "retry_at": None,
     }  # fmt: skip
     values.update(extra)
@@ -83,6 +84,7 @@ def test_every_figure_maps_to_one_family_with_a_queue_label() -> None:
         "durable_analytics_dead_letters": {q: 2},
         "durable_analytics_dropped": {q: 4},
         "durable_analytics_delivered": {q: 10},
+        "durable_analytics_failed_uploads": {q: 6},
         "durable_analytics_queued_bytes": {q: 500},
         "durable_analytics_file_bytes": {q: 8192},
         "durable_analytics_oldest_message_age_seconds": {q: 12.5},
@@ -214,6 +216,10 @@ def test_stats_format_prometheus_exact_output(env: Dict[str, str], queue_file: P
         "# HELP durable_analytics_delivered_total Messages the server accepted, all time.\n"
         "# TYPE durable_analytics_delivered_total counter\n"
         f"durable_analytics_delivered_total{q} 0\n"
+        "# HELP durable_analytics_failed_uploads_total Upload attempts that failed (their "
+        "messages were kept and retried), all time.\n"
+        "# TYPE durable_analytics_failed_uploads_total counter\n"
+        f"durable_analytics_failed_uploads_total{q} 0\n"
         "# HELP durable_analytics_queued_bytes JSON bytes of the messages in the file (ready, "
         "leased, dead).\n"
         "# TYPE durable_analytics_queued_bytes gauge\n"
@@ -300,6 +306,43 @@ def test_queue_metrics_in_a_running_process(
     assert later["durable_analytics_ready_messages"][2][q] in (0, 1)
     with pytest.raises(TypeError):
         QueueMetrics()
+
+
+def test_failed_uploads_total_counts_every_failed_attempt_of_every_client_on_the_file(
+    collector: Collector,
+    make_client: Callable[..., Client],
+    keyed: Dict[str, str],
+    queue_file: Path,
+) -> None:
+    """Three uploads answered 500 by the collector, whichever of two clients (two store objects
+    on one file) sent them: the file counts 3, after the successes that reset the run, and the
+    command (another process) and the in-process collector export the same counter."""
+    first = make_client(flush_at=1, max_batch_messages=1, max_in_flight=1)
+    second = make_client(flush_at=1, max_batch_messages=1, max_in_flight=1)
+    collector.respond_with(500, 500, 500)
+    first.track(user_id="u1", event="First")
+    second.track(user_id="u2", event="Second")
+    assert first.flush(10) and second.flush(10)
+    assert collector.wait_for(2, timeout=10)
+    assert len(collector.requests) == 5
+    for client in (first, second):
+        stats = client.stats()
+        assert (stats.delivered, stats.failures_in_a_row, stats.failed_uploads) == (2, 0, 3)
+    assert json.loads(cli("stats", "--json", env=keyed).stdout)["failed_uploads"] == 3
+    assert (
+        "failed uploads  3 (attempts kept and retried, all time)\n"
+        in cli("stats", env=keyed).stdout
+    )
+    families = parsed(cli("stats", "--format", "prometheus", env=keyed).stdout)
+    q = (("queue", str(queue_file)),)
+    assert families["durable_analytics_failed_uploads"][:1] == ("counter",)
+    assert families["durable_analytics_failed_uploads"][2] == {q: 3}
+    registry = CollectorRegistry()
+    registry.register(QueueMetrics(first))
+    scraped = parsed(generate_latest(registry).decode())
+    assert (
+        scraped["durable_analytics_failed_uploads"] == families["durable_analytics_failed_uploads"]
+    )
 
 
 def test_queue_metrics_uses_only_what_stats_returns() -> None:

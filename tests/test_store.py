@@ -456,6 +456,35 @@ def test_release_gives_up_on_rows_first_tried_too_long_ago(store: MessageStore) 
     assert raw(store.file, HELD) == []
 
 
+def test_failed_uploads_count_every_failed_attempt_in_the_file(make_store) -> None:
+    """All time and file-wide: every store object (as every process) counts into the file and
+    reads the same figure, and a success ends only the run of failures. An attempt given back
+    without counting (not the batch's fault) and a rejection are not failed uploads."""
+    first, second = make_store(), make_store()
+    first.append_many([item(i) for i in range(4)])
+    a, b = first.new_owner(), second.new_owner()
+    first.release(a, lease_all(first, a, max_messages=2).ids, error="HTTP 500", retry_at=None)
+    second.release(b, lease_all(second, b, max_messages=2).ids, error="HTTP 503", retry_at=None)
+    lease = lease_all(first, a, max_messages=2)
+    first.release(a, lease.ids, error="another sends the probe", retry_at=None, count_failure=False)
+    lease = lease_all(second, b)
+    second.dead_letter(b, lease.ids[:1], http_status=400, reason="bad userId")
+    second.release(b, lease.ids[1:], error="timed out", retry_at=None)
+
+    assert [s.stats().failed_uploads for s in (first, second)] == [3, 3]
+    assert raw(first.file, "SELECT failed_uploads, failures FROM state") == [(3, 3)]
+    assert second.stats().as_dict()["failed_uploads"] == 3
+
+    assert first.ack(lease_all(first, a).ids) == 3
+    after = second.stats()
+    assert (after.delivered, after.failures_in_a_row, after.failed_uploads) == (3, 0, 3)
+
+    first.append(body(9))
+    second.release(b, lease_all(second, b).ids, error="HTTP 502", retry_at=None)
+    after = first.stats()
+    assert (after.failures_in_a_row, after.failed_uploads) == (1, 4)
+
+
 def test_dead_letter_keeps_status_and_reason_then_requeue_and_purge(store: MessageStore) -> None:
     ids = store.append_many([item(i) for i in range(6)])
     owner = store.new_owner()
@@ -803,15 +832,84 @@ def test_a_schema_1_file_is_upgraded_and_keeps_every_message(queue_file: Path) -
 
     store = MessageStore.open(queue_file)
     try:
-        assert raw(queue_file, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(6,)]
+        assert raw(queue_file, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(7,)]
         assert raw(queue_file, "SELECT name FROM sqlite_master WHERE type = 'index'") == []
         stats = store.stats()
         assert (stats.ready, stats.leased, stats.delivered, stats.filtered) == (2, 0, 40, 0)
+        assert stats.failed_uploads == 0
         new = store.append(body(8))
         assert new == 8  # ids go on from the old high-water mark
         lease = lease_all(store, store.new_owner())
         assert lease.ids == [5, 6, 8]
         assert [row.attempts for row in lease.rows] == [1, 0, 0]
         assert [row.data for row in lease.rows] == [body(5), body(6), body(8)]
+    finally:
+        store.close()
+
+
+def test_a_schema_6_file_is_upgraded_and_keeps_its_data_and_counters(queue_file: Path) -> None:
+    """Schema 7 adds the all-time count of failed uploads: an older file starts it at 0 and
+    keeps its messages, leases, dead letters, destination and every other counter."""
+    queue_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(queue_file))
+    conn.executescript(
+        """
+        CREATE TABLE messages (id INTEGER PRIMARY KEY, data TEXT NOT NULL,
+            size INTEGER NOT NULL, created REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+            first_attempt REAL, error TEXT);
+        CREATE TABLE leases (lo INTEGER PRIMARY KEY, hi INTEGER NOT NULL, owner TEXT NOT NULL,
+            expires REAL NOT NULL, started REAL NOT NULL);
+        CREATE TABLE dead_letters (id INTEGER PRIMARY KEY, data TEXT NOT NULL,
+            size INTEGER NOT NULL, created REAL NOT NULL, attempts INTEGER NOT NULL,
+            http_status INTEGER, reason TEXT, dead_at REAL NOT NULL);
+        CREATE TABLE state (id INTEGER PRIMARY KEY CHECK (id = 0),
+            seq INTEGER NOT NULL DEFAULT 0, dropped INTEGER NOT NULL DEFAULT 0,
+            filtered INTEGER NOT NULL DEFAULT 0, wal_lost INTEGER NOT NULL DEFAULT 0,
+            delivered INTEGER NOT NULL DEFAULT 0, retry_at REAL NOT NULL DEFAULT 0,
+            failures INTEGER NOT NULL DEFAULT 0, last_error TEXT,
+            opened REAL NOT NULL DEFAULT 0);
+        INSERT INTO state (id, seq, dropped, filtered, wal_lost, delivered, failures,
+            last_error) VALUES (0, 7, 1, 2, 1, 40, 2, 'HTTP 503');
+        CREATE TABLE destination (id INTEGER PRIMARY KEY CHECK (id = 0), endpoint TEXT,
+            bounded INTEGER NOT NULL DEFAULT 0, max_queue_messages INTEGER,
+            max_queue_bytes INTEGER);
+        INSERT INTO destination VALUES (0, 'http://127.0.0.1:9/v1/batch', 1, 100, NULL);
+        PRAGMA user_version = 6;
+        """
+    )
+    conn.executemany(
+        "INSERT INTO messages (id, data, size, created, attempts, first_attempt, error) "
+        "VALUES (?, ?, ?, 1000.0, ?, ?, ?)",
+        [
+            (5, body(5), len(body(5)), 2, 1000.5, "HTTP 503"),
+            (6, body(6), len(body(6)), 0, None, None),
+        ],
+    )
+    conn.execute(
+        "INSERT INTO dead_letters VALUES (3, ?, ?, 900.0, 1, 400, 'bad userId', 950.0)",
+        (body(3), len(body(3))),
+    )
+    conn.commit()
+    conn.close()
+    queue_file.chmod(0o600)
+
+    store = MessageStore.open(queue_file)
+    try:
+        assert raw(queue_file, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(7,)]
+        stats = store.stats()
+        assert (stats.ready, stats.dead, stats.delivered, stats.dropped) == (2, 1, 40, 1)
+        assert (stats.filtered, stats.wal_lost, stats.failures_in_a_row) == (2, 1, 2)
+        assert (stats.failed_uploads, stats.last_error) == (0, "HTTP 503")
+        assert (stats.endpoint, stats.max_queue_messages) == ("http://127.0.0.1:9/v1/batch", 100)
+        assert [(d.id, d.http_status) for d in store.dead_letters()] == [(3, 400)]
+        owner = store.new_owner()
+        lease = lease_all(store, owner)
+        assert [(row.id, row.data, row.attempts) for row in lease.rows] == [
+            (5, body(5), 2),
+            (6, body(6), 0),
+        ]
+        store.release(owner, lease.ids, error="HTTP 500", retry_at=None)
+        assert (store.stats().failed_uploads, store.stats().failures_in_a_row) == (1, 3)
+        assert store.append(body(8)) == 8  # ids go on from the old high-water mark
     finally:
         store.close()

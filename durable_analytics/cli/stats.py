@@ -36,6 +36,7 @@ def _table(stats: Any) -> str:
         ("dropped", f"{stats.dropped:,} (queue full, all time)"),
         ("filtered", f"{stats.filtered:,} (by before_send, all time)"),
         ("delivered", f"{stats.delivered:,} (all time)"),
+        ("failed uploads", f"{stats.failed_uploads:,} (attempts kept and retried, all time)"),
         ("queued bytes", f"{stats.queued_bytes:,}"),
         ("bytes on disk", f"{stats.file_bytes:,}"),
         (

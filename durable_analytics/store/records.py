@@ -80,6 +80,9 @@ class Stats:
     """Of ``ready``, the messages of failed batches waiting for their own retry time."""
     failures_in_a_row: int = 0
     """Uploads that failed in a row across the file (any success resets it)."""
+    failed_uploads: int = 0
+    """Upload attempts that failed across the file, all time (their messages were kept and
+    retried; a rejection is a dead letter, not a failed upload)."""
     breaker: str = "closed"
     """``"open"`` while no process on the file sends (until ``retry_at``), else ``"closed"``."""
     # The file's destination and bounds (destination.py): the same for every client.
@@ -97,6 +100,7 @@ class Stats:
             "filtered": self.filtered,
             "wal_lost": self.wal_lost,
             "delivered": self.delivered,
+            "failed_uploads": self.failed_uploads,
             "queued_bytes": self.queued_bytes,
             "bytes": self.file_bytes,
             "oldest_age_seconds": self.oldest_age_seconds,

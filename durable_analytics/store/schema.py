@@ -16,7 +16,7 @@ from typing import Dict, Tuple
 from ..errors import QueueCorrupt, QueueError
 from .destination import TABLE as _DESTINATION
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # One row per lease: the messages with ids lo..hi belong to one taker until ``expires``. Leases
 # never overlap; a message is READY when no lease covers its id. A lease owned by WAITING is a
@@ -63,7 +63,8 @@ CREATE: Tuple[str, ...] = (
         retry_at      REAL    NOT NULL DEFAULT 0,
         failures      INTEGER NOT NULL DEFAULT 0,
         last_error    TEXT,
-        opened        REAL    NOT NULL DEFAULT 0
+        opened        REAL    NOT NULL DEFAULT 0,
+        failed_uploads INTEGER NOT NULL DEFAULT 0
     )""",
     "INSERT OR IGNORE INTO state (id) VALUES (0)",
     # Where the file's messages go, and its bounds: see destination.py.
@@ -88,6 +89,9 @@ UPGRADES: Dict[int, Tuple[str, ...]] = {
     4: ("ALTER TABLE state ADD COLUMN opened REAL NOT NULL DEFAULT 0",),
     # Schema 6 counts the times a process found its -wal/-shm files taken away (wal_watch).
     5: ("ALTER TABLE state ADD COLUMN wal_lost INTEGER NOT NULL DEFAULT 0",),
+    # Schema 7 counts failed upload attempts all time: ``failures`` is only the current run
+    # (any success resets it), so without this a dashboard cannot see how often uploads fail.
+    6: ("ALTER TABLE state ADD COLUMN failed_uploads INTEGER NOT NULL DEFAULT 0",),
 }
 
 WAITING = "waiting"  # the owner of a failed batch's lease until its retry time

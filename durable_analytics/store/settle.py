@@ -85,8 +85,9 @@ class Settle(Leases):
             if wait_until is not None:
                 self._wait(conn, sorted(set(held) - set(dead)), wait_until, moment)
             conn.execute(
-                "UPDATE state SET failures = failures + ?, last_error = ? WHERE id = 0",
-                (int(count_failure), error),
+                "UPDATE state SET failures = failures + ?, failed_uploads = failed_uploads + ?, "
+                "last_error = ? WHERE id = 0",
+                (int(count_failure), int(count_failure), error),
             )
             if retry_at:
                 # An older request (sent before ``opened``) must not move ``opened``: the probe

@@ -13,6 +13,9 @@ from .ranges import free_spans
 from .records import Backoff, Stats
 from .schema import COVERED, WAITING
 
+# The file's all-time counters: columns of ``state`` and fields of ``Stats`` by one name.
+_COUNTERS = ("dropped", "filtered", "wal_lost", "delivered", "failed_uploads")
+
 
 class Reads(Connection):
     """``stats`` and the smaller reads the worker, ``flush`` and ``drain`` make."""
@@ -112,9 +115,8 @@ class Reads(Connection):
     def stats(self) -> Stats:
         self._check_files(force=True)
         with self._snapshot() as conn:
-            dropped, filtered, delivered, retry_at, last_error, failures, wal_lost = conn.execute(
-                "SELECT dropped, filtered, delivered, retry_at, last_error, failures, wal_lost "
-                "FROM state"
+            state = conn.execute(
+                f"SELECT retry_at, last_error, failures, {', '.join(_COUNTERS)} FROM state"
             ).fetchone()
             queued, total = conn.execute(
                 "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages"
@@ -126,6 +128,7 @@ class Reads(Connection):
             retrying = conn.execute(f"{COVERED} WHERE owner = ?", (WAITING,)).fetchone()[0]
             oldest = conn.execute("SELECT created FROM messages ORDER BY id LIMIT 1").fetchone()
             destination = read_destination(conn)
+        retry_at, last_error, failures = state[:3]
         bounds = destination.bounds  # the file's, once a client claimed it
         file_bytes = sum(
             p.stat().st_size
@@ -137,9 +140,6 @@ class Reads(Connection):
             ready=queued - leased,
             leased=leased,
             dead=dead,
-            dropped=dropped,
-            filtered=filtered,
-            delivered=delivered,
             queued_bytes=total + dead_bytes,
             file_bytes=file_bytes,
             oldest_age_seconds=None if oldest is None else max(0.0, time.time() - oldest[0]),
@@ -147,9 +147,9 @@ class Reads(Connection):
             retry_at=retry_at or None,
             retrying=retrying,
             failures_in_a_row=failures,
-            wal_lost=wal_lost,
             breaker="open" if retry_at > time.time() else "closed",
             endpoint=destination.endpoint,
             max_queue_messages=self.max_queue_messages if bounds is None else bounds.messages,
             max_queue_bytes=self.max_queue_bytes if bounds is None else bounds.bytes,
+            **dict(zip(_COUNTERS, state[3:])),
         )
