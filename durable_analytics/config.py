@@ -75,12 +75,20 @@ def option(
     *,
     aliases: Tuple[str, ...] = (),
     refuse_none: Tuple[str, ...] = (),
+    none_is_a_value: bool = False,
 ) -> Any:
     """A :class:`Config` field. ``aliases`` are segment's names for it. ``None`` passed for a
-    name means 'the default', except for the names in ``refuse_none`` (segment refuses it)."""
+    name means 'the default', except for the names in ``refuse_none`` (segment refuses it),
+    and for an option where ``None`` is a value of its own (``none_is_a_value``: no limit)."""
     return field(
         default=default,
-        metadata={"why": why, "check": check, "aliases": aliases, "refuse_none": refuse_none},
+        metadata={
+            "why": why,
+            "check": check,
+            "aliases": aliases,
+            "refuse_none": refuse_none,
+            "none_is_a_value": none_is_a_value,
+        },
     )
 
 
@@ -140,6 +148,7 @@ class Config:
         DEFAULT_MAX_QUEUE_BYTES,
         "an outage must not fill the disk; 1 GB is days of traffic",
         checks.optional_count,
+        none_is_a_value=True,
     )
     max_queue_messages: Optional[int] = option(
         None,
@@ -263,7 +272,8 @@ class Config:
             for name in spec.metadata["refuse_none"]:
                 if name in passed and passed[name] is None:
                     raise ConfigError(f"{name}=None: use a number of seconds >= 0")
-            explicit = {n: v for n, v in passed.items() if v is not None}
+            keep_none = spec.metadata["none_is_a_value"]
+            explicit = {n: v for n, v in passed.items() if v is not None or keep_none}
             if len({_identity(v) for v in explicit.values()}) > 1:
                 raise ConfigError(
                     f"{'= and '.join(explicit)}= name the same setting: pass only one"

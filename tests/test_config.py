@@ -148,3 +148,21 @@ def test_a_config_value_can_be_passed_whole(tmp_path: Path) -> None:
 def test_module_settings_are_the_options_and_their_aliases() -> None:
     assert set(analytics.SETTINGS) == set(option_names())
     assert analytics.flush_at == 20 and analytics.upload_size is None
+
+
+def test_max_queue_bytes_none_means_no_limit_as_documented(tmp_path: Path) -> None:
+    """For every other option None means "the default" (segment's callers pass it so); for the
+    queue's bounds it is a value, "no limit", as in the docs, the environment variable and
+    MessageStore. The default file bound must not come back when a caller asks for none."""
+    assert Config.from_options(write_key="k", max_queue_bytes=None).max_queue_bytes is None
+    assert Config.from_options(write_key="k").max_queue_bytes == 1_000_000_000
+    client = Client(
+        "k", send=True, queue_path=tmp_path / "q.sqlite3", max_queue_bytes=None,
+        flush_at=10**6, flush_interval=3600,
+    )  # fmt: skip
+    try:
+        assert client.store.max_queue_bytes is None
+        bounds = client.store.destination().bounds
+        assert bounds is not None and bounds.bytes is None  # the file records no bound
+    finally:
+        client.shutdown(timeout=0)

@@ -145,13 +145,11 @@ def _checkpoint(queue_file: Path) -> bool:
 def test_full_disk_refuses_the_new_message_and_keeps_the_old(
     make_client, collector: Collector
 ) -> None:
-    client = make_client(**IDLE)
+    # The store caps the file at max_queue_bytes with the same pragma: with no bound, it
+    # leaves the connection's limit alone.
+    client = make_client(**IDLE, max_queue_bytes=None)
     stored = _record(client, 20, "before")
     conn = client.store._db()
-    # The store caps the file at max_queue_bytes with the same pragma: with no bound, it
-    # leaves this connection's limit alone.
-    client.store.max_queue_bytes = None
-    client.store._restore_cap(conn)
     pages = conn.execute("PRAGMA page_count").fetchone()[0]
     conn.execute(f"PRAGMA max_page_count = {pages}")
     error = None
