@@ -183,8 +183,12 @@ def test_shutdown_settles_the_batches_in_flight(make_client, collector) -> None:
         client.track("u", f"e{i}")
     assert collector.wait_for_requests(2, timeout=10)
     client.shutdown(timeout=0)
+    # Both requests on the wire were answered and settled before shutdown returned. (The
+    # second batch may hold fewer than 5: after a full batch the worker leases at once, while
+    # the calls may still be storing the rest; those stay queued.)
     stats = client.stats()
-    assert (stats.leased, stats.delivered, stats.ready) == (0, 10, 0)
+    assert stats.leased == 0
+    assert 5 < stats.delivered == len(collector.message_ids) == 10 - stats.ready
 
 
 # ------------------------------------------------------------------------------------------------
