@@ -86,14 +86,6 @@ class CommitCounts:
             elif outcome is not None:
                 self.committed += 1
 
-    def add_one(self, outcome: Outcome) -> None:
-        """``add((outcome,))``, for the lone caller's commit (the common case)."""
-        self.commits += 1
-        if type(outcome) is int:
-            self.committed += 1
-        elif outcome is not None:
-            self.failed += 1
-
 
 class _Waiter:
     """One queued call: its message, and a lock released when its outcome is set."""
@@ -136,7 +128,7 @@ class GroupCommitter:
                 outcome = _commit_one(self.store, (data, size))
             finally:
                 self._lead(None)
-            self.counts.add_one(outcome)
+            self.counts.add((outcome,))
         else:
             waiter.done.acquire()
             if waiter.leads:
